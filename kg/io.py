@@ -1,0 +1,498 @@
+"""Loaders for KG formats (one registry, detected from the files present) and the kgpipe layout.
+
+Every reader validates as it goes and fails with `file:line`, the offending text and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kg.errors import KGFormatError, UnknownFormatError
+from kg.graph import SPLITS, KnowledgeGraph
+from kg.storage import atomic_dir, sha256, write_json
+
+Unseen = Literal["add", "drop", "error"]
+QID = re.compile(r"Q\d+")
+PID = re.compile(r"P\d+")
+SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "dev"), "test": ("test",)}
+MANIFEST_FORMAT = "kgpipe-kg"
+
+
+@dataclass(frozen=True)
+class KGFormat:
+    """One entry of the loader registry."""
+
+    name: str
+    description: str
+    delimiter: str | None  # None: JSON lines
+    extensions: tuple[str, ...]
+    enrich: Callable[[Path, _Builder], None] | None = None
+
+
+# ---- reading triples -------------------------------------------------------------------------
+class _Builder:
+    """Grows vocabularies while triple files are read; applies the `unseen` rule to valid/test."""
+
+    def __init__(self, unseen: Unseen) -> None:
+        self.unseen = unseen
+        self.entities: dict[str, int] = {}
+        self.relations: dict[str, int] = {}
+        self.triples: dict[str, np.ndarray] = {}
+        self.meta: dict[str, dict[str, object]] = {}
+        self.relation_labels: dict[str, str] = {}
+        self.dropped: dict[str, int] = {}
+
+    def add_split(self, split: str, rows: Iterator[tuple[int, str, str, str]], path: Path) -> None:
+        ents, rels = self.entities, self.relations
+        out: list[tuple[int, int, int]] = []
+        grow = split == "train" or self.unseen == "add"
+        dropped = 0
+        for line, h, r, t in rows:
+            if not grow and (h not in ents or t not in ents):
+                if self.unseen == "error":
+                    missing = h if h not in ents else t
+                    raise KGFormatError(
+                        path,
+                        line,
+                        f"entity {missing!r} does not occur in the train split",
+                        "Pass --unseen add to give it a vector anyway or --unseen drop to skip such triples",
+                    )
+                dropped += 1
+                continue
+            hi = ents.setdefault(h, len(ents))
+            ti = ents.setdefault(t, len(ents))
+            out.append((hi, rels.setdefault(r, len(rels)), ti))
+        self.triples[split] = np.array(out, dtype=np.int32).reshape(-1, 3)
+        if dropped:
+            self.dropped[split] = dropped
+
+    def set_meta(self, key: str, **values: object) -> None:
+        if key in self.entities:
+            self.meta.setdefault(key, {}).update({k: v for k, v in values.items() if v})
+
+    def build(self, name: str, source: str) -> KnowledgeGraph:
+        keys = list(self.entities)
+        meta = [self.meta.get(k, {}) for k in keys]
+        rel_keys = list(self.relations)
+        return KnowledgeGraph(
+            entities=keys,
+            relations=rel_keys,
+            triples=self.triples,
+            qids=[
+                str(m.get("qid") or (k if QID.fullmatch(k) else "")) for k, m in zip(keys, meta, strict=True)
+            ],
+            labels=[str(m.get("label", "")) for m in meta],
+            aliases=[list(m.get("aliases", [])) for m in meta],  # type: ignore[call-overload]
+            descriptions=[str(m.get("description", "")) for m in meta],
+            types=[list(m.get("types", [])) for m in meta],  # type: ignore[call-overload]
+            relation_labels=[self.relation_labels.get(r, "") for r in rel_keys],
+            name=name,
+            source=source,
+        )
+
+
+def _delimited_rows(path: Path, delimiter: str) -> Iterator[tuple[int, str, str, str]]:
+    shown = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            for number, raw in enumerate(f, 1):
+                line = raw.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                fields = line.split(delimiter)
+                if len(fields) != 3 or not all(x.strip() for x in fields):
+                    raise KGFormatError(
+                        path,
+                        number,
+                        f"expected 3 {shown}-separated fields (head, relation, tail), got {len(fields)}: {line[:80]!r}",
+                        "Fix or delete the line, or pass --format if this is not a "
+                        f"{shown}-separated triple file",
+                    )
+                yield number, fields[0].strip(), fields[1].strip(), fields[2].strip()
+        except UnicodeDecodeError as e:
+            raise KGFormatError(
+                path, None, f"not UTF-8 text ({e.reason} at byte {e.start})", "Re-encode as UTF-8"
+            ) from e
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise KGFormatError(
+                    path,
+                    number,
+                    f"invalid JSON ({e.msg}): {raw.strip()[:80]!r}",
+                    "Write one JSON object per line",
+                ) from e
+            if not isinstance(obj, dict):
+                raise KGFormatError(
+                    path,
+                    number,
+                    f"expected a JSON object, got {raw.strip()[:80]!r}",
+                    "Write one JSON object per line",
+                )
+            yield number, obj
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    for number, obj in _json_lines(path):
+        values = [obj.get(k) for k in ("head", "relation", "tail")]
+        if not all(isinstance(v, str | int) and str(v).strip() for v in values):
+            raise KGFormatError(
+                path,
+                number,
+                f"expected string fields 'head', 'relation', 'tail', got {json.dumps(obj)[:80]}",
+                'Write lines like {"head": "Q42", "relation": "P31", "tail": "Q5"}',
+            )
+        yield number, str(values[0]).strip(), str(values[1]).strip(), str(values[2]).strip()
+
+
+def _load_json(path: Path) -> object:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise KGFormatError(path, e.lineno, f"invalid JSON ({e.msg})", "Repair the file or remove it") from e
+
+
+# ---- side files (names, aliases, descriptions, types) ----------------------------------------
+def _enrich_fb15k(folder: Path, b: _Builder) -> None:
+    mapping = _load_json(folder / "entity2wikidata.json")
+    if not isinstance(mapping, dict):
+        raise KGFormatError(
+            folder / "entity2wikidata.json",
+            1,
+            "expected an object keyed by MID",
+            "Use the FB15k-237 Wikidata mapping",
+        )
+    for mid, m in mapping.items():
+        if isinstance(m, dict):
+            b.set_meta(
+                mid,
+                qid=m.get("wikidata_id") or "",
+                label=m.get("label") or "",
+                aliases=list(m.get("alternatives") or []),
+                description=m.get("description") or "",
+            )
+    _relation_text(folder, b)
+
+
+def _enrich_wn18rr(folder: Path, b: _Builder) -> None:
+    path = folder / "entity2text.txt"
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            key, sep, text = raw.rstrip("\r\n").partition("\t")
+            if not sep:
+                raise KGFormatError(
+                    path,
+                    number,
+                    f"expected 'offset<TAB>lemma, gloss', got {raw.strip()[:80]!r}",
+                    "Fix the line",
+                )
+            lemma, _, gloss = text.partition(", ")
+            b.set_meta(key, label=lemma.strip(), description=gloss.strip())
+    _relation_text(folder, b)
+
+
+def _relation_text(folder: Path, b: _Builder) -> None:
+    path = folder / "relation2text.txt"
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        for raw in f:
+            key, _, text = raw.rstrip("\r\n").partition("\t")
+            if text:
+                b.relation_labels[key] = text.strip()
+
+
+def _enrich_wikidata(folder: Path, b: _Builder) -> None:
+    """CoDEx/WD50K: QID keys; types and relation labels from CoDEx side files here or in ../codex."""
+    for place in (folder, folder.parent / "codex"):
+        types_path = place / "entity2types.json"
+        if types_path.exists():
+            types = _load_json(types_path)
+            if isinstance(types, dict):
+                for qid, ts in types.items():
+                    b.set_meta(qid, types=list(ts))
+        rel_path = place / "relations.json"
+        if rel_path.exists():
+            rels = _load_json(rel_path)
+            if isinstance(rels, dict):
+                for pid, r in rels.items():
+                    if isinstance(r, dict) and pid in b.relations:
+                        b.relation_labels.setdefault(pid, str(r.get("label", "")))
+        ent_path = place / "entities.json"
+        if ent_path.exists():
+            ents = _load_json(ent_path)
+            if isinstance(ents, dict):
+                for qid, e in ents.items():
+                    if isinstance(e, dict):
+                        b.set_meta(qid, label=e.get("label", ""), description=e.get("description", ""))
+
+
+def _enrich_entities_jsonl(folder: Path, b: _Builder) -> None:
+    """Optional `entities.jsonl` in any folder: `id` plus `qid`, `label`, `aliases`, `description`, `types`."""
+    path = folder / "entities.jsonl"
+    if not path.exists():
+        return
+    for number, obj in _json_lines(path):
+        key = obj.get("id")
+        if not isinstance(key, str) or not key:
+            raise KGFormatError(
+                path,
+                number,
+                f"missing string field 'id': {json.dumps(obj)[:80]}",
+                "Give every entity an 'id' as used in the triples",
+            )
+        aliases = obj.get("aliases") or []
+        if not isinstance(aliases, list):
+            raise KGFormatError(
+                path,
+                number,
+                f"'aliases' must be a list of strings, got {aliases!r}",
+                'Write "aliases": ["..."]',
+            )
+        b.set_meta(
+            key,
+            qid=obj.get("qid", ""),
+            label=obj.get("label", ""),
+            aliases=[str(a) for a in aliases],
+            description=obj.get("description", ""),
+            types=[str(t) for t in obj.get("types") or []],  # type: ignore[attr-defined]
+        )
+
+
+FORMATS: dict[str, KGFormat] = {
+    f.name: f
+    for f in [
+        KGFormat(
+            "fb15k-237",
+            "Freebase MIDs, tab-separated; entity2wikidata.json for QIDs and names",
+            "\t",
+            ("txt",),
+            _enrich_fb15k,
+        ),
+        KGFormat(
+            "wn18rr",
+            "WordNet offsets, tab-separated; entity2text.txt for lemmas and glosses",
+            "\t",
+            ("txt",),
+            _enrich_wn18rr,
+        ),
+        KGFormat(
+            "codex",
+            "Wikidata QID/PID triples, tab-separated; CoDEx types when present",
+            "\t",
+            ("txt", "tsv"),
+            _enrich_wikidata,
+        ),
+        KGFormat("wd50k", "Wikidata QID/PID triples, comma-separated", ",", ("txt", "csv"), _enrich_wikidata),
+        KGFormat("tsv", "head<TAB>relation<TAB>tail", "\t", ("tsv", "txt")),
+        KGFormat("csv", "head,relation,tail", ",", ("csv", "txt")),
+        KGFormat("jsonl", '{"head", "relation", "tail"} per line', None, ("jsonl",)),
+        KGFormat(
+            "kgpipe",
+            "kgpipe's own layout: manifest.json, entities.parquet, relations.parquet, triples.npz",
+            None,
+            (),
+        ),
+    ]
+}
+
+
+# ---- detection -------------------------------------------------------------------------------
+def _split_file(folder: Path, split: str, extensions: tuple[str, ...]) -> Path | None:
+    for stem in SPLIT_NAMES[split]:
+        for ext in extensions:
+            p = folder / f"{stem}.{ext}"
+            if p.exists():
+                return p
+    return None
+
+
+def _first_line(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                return line.rstrip("\r\n")
+    return ""
+
+
+def detect_format(path: Path) -> str:
+    """The registry name of the format of `path` (a folder of splits or a single triple file)."""
+    if path.is_file():
+        ext = path.suffix.lstrip(".").lower()
+        if ext == "jsonl":
+            return "jsonl"
+        return "csv" if ext == "csv" or "\t" not in _first_line(path) else "tsv"
+    if (path / "manifest.json").exists():
+        return "kgpipe"
+    if (path / "entity2wikidata.json").exists():
+        return "fb15k-237"
+    if (path / "entity2text.txt").exists():
+        return "wn18rr"
+    if _split_file(path, "train", ("jsonl",)):
+        return "jsonl"
+    train = _split_file(path, "train", ("txt", "tsv", "csv"))
+    if train is None:
+        present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+        raise UnknownFormatError(
+            f"{path}: no train split found (looked for train.txt/.tsv/.csv/.jsonl or manifest.json; found {present}). "
+            f"Point at a KG folder or a triple file, or pass --format ({', '.join(FORMATS)})"
+        )
+    first = _first_line(train)
+    tabbed = "\t" in first
+    fields = first.split("\t" if tabbed else ",")
+    wikidata = len(fields) == 3 and QID.fullmatch(fields[0]) and PID.fullmatch(fields[1])
+    if tabbed:
+        return "codex" if wikidata else "tsv"
+    return "wd50k" if wikidata else "csv"
+
+
+def load_kg(
+    path: str | Path, format: str | None = None, unseen: Unseen = "add", name: str | None = None
+) -> KnowledgeGraph:
+    """Load a KG folder (train/valid/test splits plus side files) or a single triple file.
+
+    `format` is a name in `FORMATS`, detected when None. `unseen` says what to do with valid/test
+    entities that never occur in train: give them ids (`add`), skip the triples (`drop`) or fail.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UnknownFormatError(
+            f"{path}: no such file or folder. Give the path of a KG folder or a triple file"
+        )
+    fmt_name = format or detect_format(path)
+    fmt = FORMATS.get(fmt_name)
+    if fmt is None:
+        raise UnknownFormatError(f"unknown KG format {fmt_name!r}. Use one of: {', '.join(FORMATS)}")
+    if fmt.name == "kgpipe":
+        return load_saved(path)
+    b = _Builder(unseen)
+    if path.is_file():
+        b.add_split("train", _rows(fmt, path), path)
+        folder = path.parent
+    else:
+        folder = path
+        for split in SPLITS:
+            f = _split_file(path, split, fmt.extensions)
+            if f is None and split == "train":
+                raise UnknownFormatError(
+                    f"{path}: no train split for format {fmt.name!r} (looked for train.{'/.'.join(fmt.extensions)})"
+                )
+            if f is not None:
+                b.add_split(split, _rows(fmt, f), f)
+        if fmt.enrich is not None:
+            fmt.enrich(path, b)
+    _enrich_entities_jsonl(folder, b)
+    return b.build(name or (path.stem if path.is_file() else path.name), f"{fmt.name}:{path}")
+
+
+def _rows(fmt: KGFormat, path: Path) -> Iterator[tuple[int, str, str, str]]:
+    return _jsonl_rows(path) if fmt.delimiter is None else _delimited_rows(path, fmt.delimiter)
+
+
+# ---- the kgpipe layout -----------------------------------------------------------------------
+def save_kg(kg: KnowledgeGraph, out: str | Path) -> Path:
+    """Write `kg` to folder `out` (replaced atomically): Parquet + npz + a JSON manifest."""
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        entities = pa.table(
+            {
+                "key": kg.entities,
+                "qid": kg.qids,
+                "label": kg.labels,
+                "aliases": pa.array(kg.aliases, type=pa.list_(pa.string())),
+                "description": kg.descriptions,
+                "types": pa.array(kg.types, type=pa.list_(pa.string())),
+            }
+        )
+        pq.write_table(entities, tmp / "entities.parquet", compression="zstd")
+        pq.write_table(
+            pa.table({"key": kg.relations, "label": kg.relation_labels}),
+            tmp / "relations.parquet",
+            compression="zstd",
+        )
+        np.savez_compressed(tmp / "triples.npz", **kg.triples)  # type: ignore[arg-type]
+        files = ("entities.parquet", "relations.parquet", "triples.npz")
+        write_json(
+            tmp / "manifest.json",
+            {
+                "format": MANIFEST_FORMAT,
+                "version": 1,
+                "name": kg.name,
+                "source": kg.source,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "counts": kg.summary(),
+                "sha256": {f: sha256(tmp / f) for f in files},
+            },
+        )
+    return out
+
+
+def load_saved(folder: str | Path, verify: bool = True) -> KnowledgeGraph:
+    """Open a folder written by `save_kg`; checksums are verified unless `verify` is False."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    manifest = _load_json(manifest_path)
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise KGFormatError(
+            manifest_path, 1, "not a kgpipe KG manifest", "Recreate it with `kgpipe kg convert`"
+        )
+    checksums: dict[str, str] = manifest.get("sha256", {})
+    for name, digest in checksums.items():
+        if not (folder / name).exists():
+            raise KGFormatError(
+                folder / name,
+                None,
+                "missing file listed in manifest.json",
+                "Recreate the folder with `kgpipe kg convert`",
+            )
+        if verify and sha256(folder / name) != digest:
+            raise KGFormatError(
+                folder / name,
+                None,
+                "checksum differs from manifest.json (file changed or truncated)",
+                "Recreate the folder with `kgpipe kg convert`",
+            )
+    ents = pq.read_table(folder / "entities.parquet").to_pydict()
+    rels = pq.read_table(folder / "relations.parquet").to_pydict()
+    with np.load(folder / "triples.npz", allow_pickle=False) as z:
+        triples = {k: z[k] for k in z.files}
+    return KnowledgeGraph(
+        entities=ents["key"],
+        relations=rels["key"],
+        triples=triples,
+        qids=ents["qid"],
+        labels=ents["label"],
+        aliases=ents["aliases"],
+        descriptions=ents["description"],
+        types=ents["types"],
+        relation_labels=rels["label"],
+        name=str(manifest.get("name", folder.name)),
+        source=str(manifest.get("source", "")),
+    )
+
+
+def bundled_kg_path() -> Path:
+    """The bundled default KG (FB15k-237 with Wikidata names); `KGPIPE_DATA` overrides `data/`."""
+    root = Path(os.environ.get("KGPIPE_DATA", Path(__file__).resolve().parents[1] / "data"))
+    return root / "kg" / "fb15k-237"

@@ -1,0 +1,64 @@
+"""The `kgpipe` command as users run it: a real subprocess of the installed console script."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+KGPIPE = str(Path(sys.executable).parent / "kgpipe")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [KGPIPE, *args], capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "120"}
+    )
+
+
+def test_help_teaches_the_subcommands() -> None:
+    p = run("--help")
+    assert p.returncode == 0
+    for word in ("demo", "kg", "bundled FB15k-237"):
+        assert word in p.stdout
+
+
+def test_kg_info_json_on_bundled_kg() -> None:
+    from kg import bundled_kg_path
+
+    p = run("kg", "info", str(bundled_kg_path()), "--json")
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert (info["entities"], info["relations"], info["with_qid"]) == (14541, 237, 14515)
+    assert info["triples"] == {"train": 272115, "valid": 17535, "test": 20466}
+
+
+def test_kg_info_table_and_format_flag(kg_dir: Path) -> None:
+    p = run("kg", "info", str(kg_dir / "wd50k"), "--format", "wd50k")
+    assert p.returncode == 0, p.stderr
+    assert "entities" in p.stdout and "wd50k" in p.stdout
+
+
+def test_malformed_line_is_one_line_on_stderr_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("a\tr\tb\nb\tr\tc\nc\tr\n")
+    p = run("kg", "info", str(tmp_path), "--json")
+    assert p.returncode == 2
+    assert "train.txt:3" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert p.stdout == ""
+
+
+def test_convert_writes_kgpipe_layout_that_info_reads(kg_dir: Path, tmp_path: Path) -> None:
+    p = run("kg", "convert", str(kg_dir / "wn18rr"), str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    info = json.loads(run("kg", "info", str(tmp_path / "out"), "--json").stdout)
+    assert info["source"].startswith("wn18rr:")
+    assert info["triples"]["train"] == 300
+
+
+def test_demo_prints_summary_of_bundled_kg() -> None:
+    p = run("demo")
+    assert p.returncode == 0, p.stderr
+    assert "fb15k-237" in p.stdout
+    assert "272,115" in p.stdout
+    assert "United States of America" in p.stdout
