@@ -55,14 +55,20 @@ def make_kg(folder: Path, triples: int, entities: int, relations: int, seed: int
     h = rng.choice(entities, total, p=weights)
     t = rng.choice(entities, total, p=weights)
     r = rng.integers(0, relations, total)
-    split = {"train": slice(0, triples), "valid": slice(triples, triples + total // 22), "test": slice(triples + total // 22, total)}
+    split = {
+        "train": slice(0, triples),
+        "valid": slice(triples, triples + total // 22),
+        "test": slice(triples + total // 22, total),
+    }
     for name, s in split.items():
         with open(folder / f"{name}.txt", "w") as f:
             f.writelines(f"e{a}\tr{b}\te{c}\n" for a, b, c in zip(h[s], r[s], t[s], strict=True))
 
 
 def measure(step: str, path: Path) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", CHILD, step, str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, step, str(path)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -76,20 +82,33 @@ def main() -> None:
         raw, saved = Path(tmp) / "tsv", Path(tmp) / "saved"
         raw.mkdir()
         make_kg(raw, args.triples, args.entities, args.relations)
-        subprocess.run([sys.executable, "-m", "pipeline.cli", "kg", "convert", str(raw), str(saved)], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "kg", "convert", str(raw), str(saved)],
+            check=True,
+            capture_output=True,
+        )
         rows = {
             "TSV (parse + validate)": measure("load", raw),
             "kgpipe layout (Parquet + npz)": measure("load", saved),
             "kgpipe layout + adjacency + queries": measure("query", saved),
             "kgpipe layout + networkx view": measure("networkx", saved),
         }
-    result = {"triples": args.triples, "entities": args.entities, "relations": args.relations,
-              "machine": f"{platform.processor() or platform.machine()}, 2 cores (CI size)", "runs": rows}
+    result = {
+        "triples": args.triples,
+        "entities": args.entities,
+        "relations": args.relations,
+        "machine": f"{platform.processor() or platform.machine()}, 2 cores (CI size)",
+        "runs": rows,
+    }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'what':38} {'load s':>8} {'peak RSS MB':>12}  extra")
     for name, r in rows.items():
-        extra = {k: round(v, 3) for k, v in r.items() if k not in ("load_s", "peak_rss_mb", "import_s", "rss_after_import_mb")}
+        extra = {
+            k: round(v, 3)
+            for k, v in r.items()
+            if k not in ("load_s", "peak_rss_mb", "import_s", "rss_after_import_mb")
+        }
         print(f"{name:38} {r['load_s']:8.2f} {r['peak_rss_mb']:12.0f}  {extra}")
 
 
