@@ -233,6 +233,32 @@ class KnowledgeGraph:
         }
         return self._with_triples(triples)
 
+    def without_entities(self, entities: Iterable[str | int]) -> KnowledgeGraph:
+        """A copy without these entities: their triples (any split) go, the rest are renumbered."""
+        drop = np.zeros(self.num_entities, dtype=bool)
+        drop[[self.entity_id(e) for e in entities]] = True
+        keep = np.flatnonzero(~drop)
+        new_id = np.full(self.num_entities, -1, dtype=np.int32)
+        new_id[keep] = np.arange(len(keep), dtype=np.int32)
+        triples = {}
+        for split, a in self.triples.items():
+            a = a[~(drop[a[:, 0]] | drop[a[:, 2]])]
+            triples[split] = np.stack([new_id[a[:, 0]], a[:, 1], new_id[a[:, 2]]], axis=1).reshape(-1, 3)
+        pick = keep.tolist()
+        return KnowledgeGraph(
+            entities=[self.entities[i] for i in pick],
+            relations=list(self.relations),
+            triples=triples,
+            qids=[self.qids[i] for i in pick],
+            labels=[self.labels[i] for i in pick],
+            aliases=[list(self.aliases[i]) for i in pick],
+            descriptions=[self.descriptions[i] for i in pick],
+            types=[list(self.types[i]) for i in pick],
+            relation_labels=list(self.relation_labels),
+            name=self.name,
+            source=self.source,
+        )
+
     def _with_triples(self, triples: dict[str, np.ndarray]) -> KnowledgeGraph:
         return KnowledgeGraph(
             entities=list(self.entities),

@@ -99,6 +99,71 @@ def kg_convert(
     console.print(f"wrote {out}: {kg}")
 
 
+@kg_app.command("train")
+def kg_train(
+    data: Annotated[
+        Path,
+        typer.Argument(help="KG folder or triple file to train on (train split; valid for early stopping)"),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="checkpoint folder to write")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="JSON file of training settings (see kg/embed/config.py)")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs (early stopping may end sooner)")] = None,
+    dim: Annotated[int | None, typer.Option(help="embedding dimension")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option("--max-minutes", help="stop training after this many minutes")
+    ] = None,
+    format: FormatOpt = None,
+) -> None:
+    """Train TransE; write model.safetensors, config.json, metrics.json and curve.png to --out.
+
+    Under `torchrun --nproc-per-node N $(which kgpipe) kg train ...` the processes share the work (DDP).
+    """
+    from kg.embed import TrainConfig, train_transe
+
+    cfg = TrainConfig.from_file(config) if config else TrainConfig()
+    overrides = {"epochs": epochs, "dim": dim, "seed": seed, "device": device, "max_minutes": max_minutes}
+    cfg = TrainConfig.from_dict(
+        {**cfg.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}, where="command line"
+    )
+    kg = _load(data, format)
+    trainer, metrics = train_transe(kg, cfg, out)
+    if trainer.rank == 0:
+        test = metrics.get("test") or {}
+        console.print(
+            f"[bold]TransE on {kg.name}[/]: {metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f} s "
+            f"(best epoch {metrics['best_epoch']}, stopped by {metrics['stopped_by']}); "
+            + (f"test MRR {test['mrr']:.3f}, H@10 {test['hits@10']:.3f}; " if test else "")
+            + f"wrote {out}"
+        )
+
+
+@kg_app.command("eval")
+def kg_eval(
+    model_dir: Annotated[Path, typer.Argument(help="checkpoint folder written by `kgpipe kg train`")],
+    data: Annotated[Path, typer.Option("--data", help="KG whose split to rank (filtered by all its splits)")],
+    split: Annotated[str, typer.Option(help="train, valid or test")] = "test",
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    format: FormatOpt = None,
+) -> None:
+    """Filtered link-prediction metrics (MRR, MR, Hits@1/3/10; realistic ties) of a checkpoint."""
+    from kg.embed import evaluate_checkpoint
+
+    result = evaluate_checkpoint(model_dir, _load(data, format), split, device)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{model_dir} on {data} ({split}, filtered)")
+    for key in result:
+        table.add_column(key, justify="right")
+    table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in result.values()))
+    Console().print(table)
+
+
 @app.command("demo")
 def demo(
     kg_path: Annotated[

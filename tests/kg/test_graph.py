@@ -89,3 +89,11 @@ def test_without_triples_drops_masked_rows_only() -> None:
     cut = kg.without_triples({"train": mask})
     assert len(cut.triples["train"]) == 3
     assert len(kg.triples["train"]) == 4
+
+
+def test_without_entities_renumbers_and_drops_their_triples() -> None:
+    cut = small().without_entities(["b"])
+    assert cut.entities == ["a", "c", "d"]
+    assert cut.qids == ["Q1", "", "Q4"]
+    assert cut.triples["train"].tolist() == [[1, 1, 2], [0, 1, 1]]
+    assert cut.triples["test"].tolist() == [[2, 0, 0]]
