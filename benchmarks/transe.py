@@ -53,7 +53,7 @@ from kg import load_kg
 from kg.embed import TrainConfig, train_transe
 s = json.loads(sys.argv[1])
 torch.set_num_threads(s["threads"])
-cfg = TrainConfig(dim=s["dim"], p_norm=1, margin=s["margin"], adversarial_temperature=s["temperature"], lr=s["lr"],
+cfg = TrainConfig(dim=s["dim"], p_norm=1, reciprocal=False, margin=s["margin"], adversarial_temperature=s["temperature"], lr=s["lr"],
                   negatives=s["negatives"], batch_size=s["batch_size"], epochs=s["epochs"], eval_every=s["epochs"],
                   patience=10**6, seed=s["seed"], device="cpu")
 _, m = train_transe(load_kg(s["data"]), cfg)

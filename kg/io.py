@@ -492,7 +492,16 @@ def load_saved(folder: str | Path, verify: bool = True) -> KnowledgeGraph:
     )
 
 
+def data_root() -> Path:
+    """The folder of bundled defaults: `KGPIPE_DATA`, else the project's `data/`."""
+    return Path(os.environ.get("KGPIPE_DATA", Path(__file__).resolve().parents[1] / "data"))
+
+
 def bundled_kg_path() -> Path:
-    """The bundled default KG (FB15k-237 with Wikidata names); `KGPIPE_DATA` overrides `data/`."""
-    root = Path(os.environ.get("KGPIPE_DATA", Path(__file__).resolve().parents[1] / "data"))
-    return root / "kg" / "fb15k-237"
+    """The bundled default KG (FB15k-237 with Wikidata names)."""
+    return data_root() / "kg" / "fb15k-237"
+
+
+def bundled_transe_path() -> Path:
+    """The TransE checkpoint bundled for the default KG."""
+    return data_root() / "transe" / "fb15k-237"

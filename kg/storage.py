@@ -24,6 +24,9 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        _share(tmp, 0o777)
+        for child in tmp.rglob("*"):
+            _share(child, 0o777 if child.is_dir() else 0o666)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -45,10 +48,18 @@ def atomic_write(target: str | Path, mode: str = "w") -> Iterator[Any]:
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
+        _share(Path(name), 0o666)
         os.replace(name, target)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
+
+
+def _share(path: Path, mode: int) -> None:
+    """Give a finished file the permissions a plain open() would (temp files start private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(mode & ~umask)
 
 
 def write_json(target: str | Path, obj: object) -> None:

@@ -164,6 +164,53 @@ def kg_eval(
     Console().print(table)
 
 
+@app.command("link")
+def link(
+    infile: Annotated[
+        Path,
+        typer.Argument(
+            metavar="IN.jsonl",
+            help="one JSON object per line with 'text' (and optional 'id'); ELEVANT files work as they are",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL to write: one line per input, same order")],
+    kg_path: Annotated[
+        Path | None, typer.Option("--kg", help="KG to link to (default: the bundled FB15k-237)")
+    ] = None,
+    spans: Annotated[
+        bool,
+        typer.Option(
+            "--spans", help="only disambiguate the spans in each line's 'labels' (ELEVANT) or 'mentions'"
+        ),
+    ] = False,
+    min_score: Annotated[
+        float | None,
+        typer.Option("--min-score", help="NIL below this score (default: the scorer's threshold)"),
+    ] = None,
+) -> None:
+    """Link entity mentions in text to KG entities (Wikidata QIDs), writing ELEVANT-style JSONL."""
+    from tqdm.auto import tqdm
+
+    from kg.link.io import read_documents, write_linked
+    from kg.link.linker import Linker
+
+    start = time.perf_counter()
+    docs = read_documents(infile, spans)
+    linker = Linker.load(kg_path, min_score=min_score)
+    results = []
+    batch = 64
+    with tqdm(total=len(docs), desc="linking", unit="doc", file=sys.stderr) as bar:
+        for i in range(0, len(docs), batch):
+            part = docs[i : i + batch]
+            results += linker.link_many([d.text for d in part], [d.spans for d in part] if spans else None)  # type: ignore[misc]
+            bar.update(len(part))
+    write_linked(out, docs, results)
+    n = sum(map(len, results))
+    console.print(
+        f"linked {n:,} mentions in {len(docs):,} documents in {time.perf_counter() - start:.1f} s -> {out}"
+    )
+
+
 @app.command("demo")
 def demo(
     kg_path: Annotated[

@@ -5,15 +5,18 @@ Each section prints what a user would want to see first; later capabilities add 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from kg.embed import EntityVectors, TrainConfig, train_transe
 from kg.graph import KnowledgeGraph
-from kg.io import bundled_kg_path, load_kg
+from kg.io import bundled_kg_path, bundled_transe_path, data_root, load_kg
 
 WELL_KNOWN = ["Q90", "Q76", "Q1299", "Q2", "Q11660"]  # Paris, Barack Obama, The Beatles, Earth, AI
 
@@ -31,6 +34,65 @@ def run_demo(kg_path: Path | None = None) -> None:
         progress.update(task, advance=1)
     show_summary(console, kg, degrees)
     show_neighbours(console, kg)
+    show_transe(console, kg, load_or_train_transe(console, kg, use_bundled=kg_path is None))
+    show_linking(console, kg)
+
+
+def show_linking(console: Console, kg: KnowledgeGraph, limit: int = 3) -> None:
+    """Link the bundled sample documents and print them with their entities marked."""
+    from kg.link.linker import Linker
+
+    with open(data_root() / "corpus" / "sample.jsonl", encoding="utf-8") as f:
+        docs = [json.loads(line) for line in f if line.strip()][:limit]
+    linker = Linker(kg)
+    for doc, linked in zip(docs, linker.link_many([d["text"] for d in docs]), strict=True):
+        text, parts, pos = doc["text"], [], 0
+        for x in linked:
+            parts += [
+                escape(text[pos : x.start]),
+                f"[bold cyan]{escape(x.text)}[/][dim] → {x.qid} {kg.labels[x.entity]} ({x.score:.2f})[/]",
+            ]
+            pos = x.end
+        parts.append(escape(text[pos:]))
+        console.rule(f"linked: {doc.get('title', doc.get('id'))}")
+        console.print("".join(parts))
+
+
+def load_or_train_transe(console: Console, kg: KnowledgeGraph, use_bundled: bool) -> EntityVectors:
+    """The bundled checkpoint for the bundled KG; otherwise a quick TransE (two minutes at most)."""
+    path = bundled_transe_path()
+    if use_bundled and path.exists():
+        vectors = EntityVectors.load(path)
+        test = json.loads((path / "metrics.json").read_text()).get("test") or {}
+        console.print(
+            f"TransE: bundled checkpoint {path} (dim {vectors.model.config.dim})"
+            + (f", test MRR {test['mrr']:.3f}" if test else "")
+        )
+        return vectors
+    console.print(f"TransE: training on {kg.name} for at most 2 minutes (`kgpipe kg train` trains properly)")
+    trainer, metrics = train_transe(kg, TrainConfig(dim=64, epochs=50, max_minutes=2.0))
+    console.print(f"TransE: {metrics['epochs_run']} epochs, test MRR {metrics['test'].get('mrr', 0):.3f}")
+    return EntityVectors(
+        trainer.model.eval(), kg.entities, kg.qids, kg.labels, kg.relations, {"train": trainer.cfg.to_dict()}
+    )
+
+
+def show_transe(console: Console, kg: KnowledgeGraph, vectors: EntityVectors) -> None:
+    table = Table(title="Nearest entities in TransE space")
+    table.add_column("entity")
+    table.add_column("nearest")
+    for qid in showcase(kg):
+        if not vectors.has(qid):
+            continue
+        near = vectors.nearest(qid, k=4)
+        table.add_row(kg.describe(qid), ", ".join(vectors.labels[i] or vectors.entities[i] for i, _ in near))
+    console.print(table)
+
+
+def showcase(kg: KnowledgeGraph) -> list[str]:
+    """Well-known entities when the KG has them, else its three best-connected ones."""
+    known = [q for q in WELL_KNOWN if kg.has_entity(q)]
+    return known or [kg.entities[i] for i in np.argsort(-kg.degrees())[:3]]
 
 
 def show_summary(console: Console, kg: KnowledgeGraph, degrees: np.ndarray) -> None:
@@ -56,9 +118,7 @@ def show_neighbours(console: Console, kg: KnowledgeGraph) -> None:
     table = Table(title="Graph neighbours of well-known entities")
     table.add_column("entity")
     table.add_column("first neighbours")
-    for qid in WELL_KNOWN:
-        if not kg.has_entity(qid):
-            continue
+    for qid in showcase(kg):
         near = kg.neighbors(qid, hops=1, limit=4)
         table.add_row(kg.describe(qid), ", ".join(kg.labels[n] or kg.entities[n] for n in near))
     console.print(table)

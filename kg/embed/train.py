@@ -83,7 +83,8 @@ class Trainer:
         )
         self.model.to(self.device)
         self.train_triples = kg.triples["train"]
-        self.head_prob = torch.from_numpy(head_probabilities(self.train_triples, kg.num_relations)).float()
+        probs = head_probabilities(self.train_triples, kg.num_relations)
+        self.head_prob = torch.from_numpy(probs).float().to(self.device)
         self.filters = FilterIndex.build(kg.all_triples(), kg.num_relations)
         self.history = History()
 
@@ -93,17 +94,15 @@ class Trainer:
         cfg, model = self.cfg, self.model
         h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
         p_head = (
-            self.head_prob.to(batch.device)[r]
-            if cfg.sampler == "bernoulli"
-            else torch.full_like(r, 0.5, dtype=torch.float)
+            self.head_prob[r] if cfg.sampler == "bernoulli" else torch.full_like(r, 0.5, dtype=torch.float)
         )
-        corrupt_head = torch.rand(len(batch), generator=gen, device="cpu").to(batch.device) < p_head
+        corrupt_head = torch.rand(len(batch), generator=gen, device=batch.device) < p_head
         pos_d, q = module(h, r, t, corrupt_head)
         chunks = math.ceil(len(batch) / cfg.chunk_size)
         pad = chunks * cfg.chunk_size - len(batch)
         q = F.pad(q, (0, 0, 0, pad)).view(chunks, cfg.chunk_size, -1)
-        neg_ids = torch.randint(0, model.config.num_entities, (chunks, cfg.negatives), generator=gen).to(
-            batch.device
+        neg_ids = torch.randint(
+            0, model.config.num_entities, (chunks, cfg.negatives), generator=gen, device=batch.device
         )
         neg_d = pairwise_distance(q, model.entity(neg_ids), cfg.p_norm).view(chunks * cfg.chunk_size, -1)[
             : len(batch)
@@ -121,8 +120,10 @@ class Trainer:
             module = torch.nn.parallel.DistributedDataParallel(
                 module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-        gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank)
+        cuda = self.device.type == "cuda"
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True if cuda else None)
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1000 * self.rank)
         data = torch.from_numpy(self.train_triples.astype(np.int64))
         use_amp = cfg.mixed_precision and self.device.type == "cuda"
         best_mrr, best_state, bad_evals = -1.0, copy.deepcopy(model.state_dict()), 0
@@ -138,15 +139,15 @@ class Trainer:
             perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
             per_rank = len(perm) // self.world
             shard = data[perm[self.rank * per_rank : (self.rank + 1) * per_rank]].to(self.device)
-            total, steps = 0.0, 0
+            total, steps = torch.zeros((), device=self.device), 0
             for i in range(0, len(shard), cfg.batch_size):
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     loss = self.loss(module, shard[i : i + cfg.batch_size], gen)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total, steps = total + loss.item(), steps + 1
-            self.history.loss.append(total / max(steps, 1))
+                total, steps = total + loss.detach(), steps + 1  # no per-step host sync
+            self.history.loss.append(total.item() / max(steps, 1))
             self.history.epochs_run = epoch
             postfix = {"loss": f"{self.history.loss[-1]:.4f}"}
             out_of_time = cfg.max_minutes > 0 and time.perf_counter() - start > cfg.max_minutes * 60
@@ -164,6 +165,8 @@ class Trainer:
                     )
                 else:
                     bad_evals += 1
+                    for group in optimizer.param_groups:  # a plateau: smaller steps before giving up
+                        group["lr"] *= cfg.lr_decay
             bar.set_postfix(postfix)
             if on_epoch:
                 on_epoch(epoch, self.history.loss[-1])

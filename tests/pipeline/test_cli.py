@@ -62,3 +62,12 @@ def test_demo_prints_summary_of_bundled_kg() -> None:
     assert "fb15k-237" in p.stdout
     assert "272,115" in p.stdout
     assert "United States of America" in p.stdout
+    assert "bundled checkpoint" in p.stdout
+    assert "Nearest entities in TransE space" in p.stdout
+
+
+def test_demo_on_another_kg_trains_transe_itself(kg_dir: Path) -> None:
+    p = run("demo", "--kg", str(kg_dir / "fb15k-237"))
+    assert p.returncode == 0, p.stderr
+    assert "training on fb15k-237" in p.stdout
+    assert "Nearest entities in TransE space" in p.stdout

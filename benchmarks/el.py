@@ -1,0 +1,211 @@
+"""Entity-linking benchmark on the ELEVANT sets, scored restricted to the KG's QIDs.
+
+  python benchmarks/el.py train     # fit the scorer on the TRAIN_SETS, write data/linker/scorer.json
+  python benchmarks/el.py eval      # every set: P/R/F1, candidate recall@30, ECE, throughput
+
+Restricted scoring (as ../shared/data/README.md): gold labels whose QID is in the KG, predictions
+whose QID is in the KG, strict (doc, start, end, QID) match, inside each doc's evaluation span.
+Trains/tunes on: aida-conll-dev, oke-2015-train, oke-2016-train. Every other set only evaluates.
+Writes benchmarks/results/el.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kg.link.disambiguate import Scorer, featurize
+from kg.link.linker import Linker, bundled_scorer_path
+from kg.link.mentions import given_mentions
+
+ROOT = Path(__file__).resolve().parents[1]
+EL = ROOT.parent / "shared" / "data" / "el"
+TRAIN_SETS = ("aida-conll-dev", "oke-2015-train", "oke-2016-train")
+
+
+def load(name: str) -> list[dict]:
+    with open(EL / f"{name}.benchmark.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def gold_of(doc: dict, qids: set[str]) -> set[tuple[int, int, str]]:
+    return {
+        (lab["span"][0], lab["span"][1], lab["entity_id"])
+        for lab in doc["labels"]
+        if lab.get("entity_id") in qids
+    }
+
+
+def examples(linker: Linker, docs: list[dict], qids: set[str]) -> tuple[list[np.ndarray], list[int]]:
+    """Per detected mention: its candidates' feature rows and the gold row (-1: NIL or not found)."""
+    groups, gold_rows = [], []
+    for doc, sdoc in zip(docs, linker.nlp.pipe([d["text"] for d in docs], batch_size=32), strict=True):
+        gold = {(s, e): q for s, e, q in gold_of(doc, qids)}
+        mentions = linker.finder.find(sdoc)
+        cands = linker.candidates.generate(mentions)
+        for m, cs, f in zip(mentions, cands, featurize(linker.context, mentions, cands), strict=True):
+            if not cs:
+                continue
+            target = gold.get((m.start, m.end))
+            rows = [i for i, c in enumerate(cs) if linker.kg.qids[c.entity] == target]
+            groups.append(f)
+            gold_rows.append(rows[0] if rows else -1)
+    return groups, gold_rows
+
+
+def train(args: argparse.Namespace) -> None:
+    linker = Linker.load(scorer=Scorer())
+    qids = {q for q in linker.kg.qids if q}
+    docs = [d for name in TRAIN_SETS for d in load(name)]
+    groups, gold = examples(linker, docs, qids)
+    linker.scorer.fit(groups, gold)
+    preds = predictions(linker, docs, qids)
+    best = max(
+        ((t, f1_at(docs, qids, preds, t)["f1"]) for t in np.arange(0.2, 0.85, 0.05)), key=lambda p: p[1]
+    )
+    linker.scorer.threshold = float(round(best[0], 2))
+    out = bundled_scorer_path()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    linker.scorer.save(out)
+    print(
+        f"trained on {', '.join(TRAIN_SETS)}: {len(docs)} docs, {len(groups):,} mentions ({sum(g >= 0 for g in gold):,} with gold among candidates); "
+        f"threshold {linker.scorer.threshold} (F1 {best[1]:.3f} on the training sets) -> {out}"
+    )
+
+
+def predictions(linker: Linker, docs: list[dict], qids: set[str]) -> list[set[tuple[int, int, str, float]]]:
+    """Every linked mention with its score (no NIL cut), inside each doc's evaluation span."""
+    saved, linker.min_score = linker.min_score, 0.0
+    out = []
+    for doc, linked in zip(docs, linker.link_many([d["text"] for d in docs]), strict=True):
+        lo, hi = doc.get("evaluation_span") or [0, len(doc["text"])]
+        out.append(
+            {
+                (x.start, x.end, x.qid, x.score)
+                for x in linked
+                if x.qid in qids and lo <= x.start and x.end <= hi
+            }
+        )
+    linker.min_score = saved
+    return out
+
+
+def f1_at(
+    docs: list[dict], qids: set[str], preds: list[set[tuple[int, int, str, float]]], threshold: float
+) -> dict[str, float]:
+    tp = n_pred = n_gold = 0
+    for doc, pred in zip(docs, preds, strict=True):
+        gold = gold_of(doc, qids)
+        kept = {(s, e, q) for s, e, q, score in pred if score >= threshold}
+        tp, n_pred, n_gold = tp + len(gold & kept), n_pred + len(kept), n_gold + len(gold)
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    return {
+        "precision": p,
+        "recall": r,
+        "f1": 2 * p * r / (p + r) if p + r else 0.0,
+        "gold": n_gold,
+        "predicted": n_pred,
+        "tp": tp,
+    }
+
+
+def candidate_stats(linker: Linker, docs: list[dict], qids: set[str]) -> dict[str, float]:
+    """Recall@30 of candidates on gold KG mentions (given spans), and calibration of the top score."""
+    hit, total, conf, correct = 0, 0, [], []
+    for doc in docs:
+        gold = sorted(gold_of(doc, qids))
+        mentions = given_mentions(doc["text"], [(s, e) for s, e, _ in gold])
+        cands = linker.candidates.generate(mentions)
+        for (_, _, q), cs, f in zip(gold, cands, featurize(linker.context, mentions, cands), strict=True):
+            total += 1
+            hit += q in {linker.kg.qids[c.entity] for c in cs}
+            if cs:
+                best, score = linker.scorer.choose(f)
+                conf.append(score)
+                correct.append(float(linker.kg.qids[cs[best].entity] == q))
+    return {
+        "recall@30": hit / total if total else 0.0,
+        "ece": ece(np.array(conf), np.array(correct)),
+        "mentions": total,
+    }
+
+
+def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of the top candidate's score on gold mentions."""
+    if not len(conf):
+        return 0.0
+    idx = np.minimum((conf * bins).astype(int), bins - 1)
+    return float(
+        sum(
+            abs(conf[idx == b].mean() - correct[idx == b].mean()) * (idx == b).mean()
+            for b in range(bins)
+            if (idx == b).any()
+        )
+    )
+
+
+def throughput(linker: Linker, docs: list[dict]) -> dict[str, float]:
+    texts = [d["text"] for d in docs]
+    chars = sum(map(len, texts))
+    start = time.perf_counter()
+    list(linker.nlp.pipe(texts, batch_size=32))
+    ner = time.perf_counter() - start
+    start = time.perf_counter()
+    linker.link_many(texts)
+    full = time.perf_counter() - start
+    return {
+        "docs_per_s": len(texts) / full,
+        "chars_per_s": chars / full,
+        "spacy_ner_docs_per_s": len(texts) / ner,
+        "spacy_ner_chars_per_s": chars / ner,
+        "cost_vs_ner": full / ner,
+    }
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    linker = Linker.load()
+    qids = {q for q in linker.kg.qids if q}
+    sets = args.sets or sorted(p.name.removesuffix(".benchmark.jsonl") for p in EL.glob("*.benchmark.jsonl"))
+    results = {}
+    for name in sets:
+        docs = load(name)
+        results[name] = {
+            "role": "train/tune" if name in TRAIN_SETS else "evaluation only",
+            **f1_at(docs, qids, predictions(linker, docs, qids), linker.min_score),
+            **candidate_stats(linker, docs, qids),
+        }
+        print(f"{name:18} F1 {results[name]['f1']:.3f}", file=sys.stderr)
+    speed = throughput(linker, load("aida-conll-dev"))
+    out = ROOT / "benchmarks" / "results" / "el.json"
+    out.write_text(
+        json.dumps({"sets": results, "throughput_aida_dev": speed, "kg": linker.kg.name}, indent=2) + "\n"
+    )
+    print(f"{'set':18} {'role':16} {'P':>6} {'R':>6} {'F1':>6} {'cand R@30':>9} {'ECE':>6} {'gold':>6}")
+    for name, r in results.items():
+        print(
+            f"{name:18} {r['role']:16} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} {r['recall@30']:9.3f} {r['ece']:6.3f} {r['gold']:6d}"
+        )
+    print(
+        f"throughput on aida-conll-dev: {speed['docs_per_s']:.1f} docs/s, {speed['chars_per_s']:,.0f} chars/s; "
+        f"spaCy NER alone {speed['spacy_ner_docs_per_s']:.1f} docs/s -> {speed['cost_vs_ner']:.2f}x its cost"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("train")
+    e = sub.add_parser("eval")
+    e.add_argument("--sets", nargs="*")
+    args = ap.parse_args()
+    train(args) if args.cmd == "train" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()

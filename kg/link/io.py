@@ -1,0 +1,87 @@
+"""Reading documents to link (JSONL, ELEVANT-compatible) and writing linked results atomically.
+
+Bad lines fail with file:line and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kg.errors import KGFormatError
+from kg.link.linker import LinkedEntity
+from kg.storage import atomic_write
+
+
+@dataclass(frozen=True)
+class Document:
+    id: object
+    text: str
+    spans: list[tuple[int, int]] | None = None
+
+
+def _spans(obj: dict[str, object], path: Path, line: int) -> list[tuple[int, int]]:
+    raw = obj.get("labels", obj.get("mentions"))
+    if not isinstance(raw, list):
+        raise KGFormatError(
+            path,
+            line,
+            "--spans needs a 'labels' or 'mentions' list",
+            'Give spans as "mentions": [[start, end], ...]',
+        )
+    spans = []
+    for item in raw:
+        span = item.get("span") if isinstance(item, dict) else item
+        if not (isinstance(span, list | tuple) and len(span) == 2 and all(isinstance(x, int) for x in span)):
+            raise KGFormatError(
+                path, line, f"a span must be [start, end] character offsets, got {span!r}", "Fix the span"
+            )
+        spans.append((span[0], span[1]))
+    return spans
+
+
+def read_documents(path: str | Path, with_spans: bool = False) -> list[Document]:
+    path = Path(path)
+    docs: list[Document] = []
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            lines = list(f)
+        except UnicodeDecodeError as e:
+            raise KGFormatError(
+                path, None, f"not UTF-8 ({e.reason} at byte {e.start})", "Re-encode the file as UTF-8"
+            ) from e
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise KGFormatError(
+                path,
+                number,
+                f"invalid JSON ({e.msg}): {raw.strip()[:60]!r}",
+                "Write one JSON object per line",
+            ) from e
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise KGFormatError(
+                path,
+                number,
+                f"expected an object with a string 'text', got {raw.strip()[:60]!r}",
+                'Write lines like {"id": 1, "text": "..."}',
+            )
+        docs.append(
+            Document(obj.get("id", len(docs)), obj["text"], _spans(obj, path, number) if with_spans else None)
+        )
+    return docs
+
+
+def write_linked(path: str | Path, docs: list[Document], results: list[list[LinkedEntity]]) -> None:
+    with atomic_write(path) as f:
+        for doc, linked in zip(docs, results, strict=True):
+            mentions = [
+                {"span": [x.start, x.end], "id": x.qid, "score": round(x.score, 4), "text": x.text}
+                for x in linked
+                if x.qid
+            ]
+            f.write(json.dumps({"id": doc.id, "entity_mentions": mentions}, ensure_ascii=False) + "\n")

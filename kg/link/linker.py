@@ -1,0 +1,126 @@
+"""`Linker`: text → mentions → candidates → scored entities (QIDs), or NIL.
+
+Build once per process (spaCy, alias matcher, KG context); `link_many` streams docs via `nlp.pipe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kg.errors import KGPipeError
+from kg.graph import KnowledgeGraph
+from kg.io import data_root, load_kg
+from kg.link.aliases import AliasTable
+from kg.link.candidates import CandidateGenerator
+from kg.link.disambiguate import Context, Scorer, featurize
+from kg.link.mentions import Mention, MentionFinder, given_mentions
+from kg.link.nlp import load_spacy
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+
+MAX_TEXT_BYTES = 1_000_000
+
+
+class BadTextError(KGPipeError):
+    """Input that is not linkable text: not a string, not UTF-8, or too long."""
+
+
+@dataclass(frozen=True)
+class LinkedEntity:
+    """A mention with the entity chosen for it: `qid` is '' when the mention is NIL."""
+
+    start: int
+    end: int
+    text: str
+    qid: str
+    score: float
+    entity: int  # row in the KG, -1 for NIL
+    label: str  # NER label of the mention
+
+
+def bundled_scorer_path() -> Path:
+    return data_root() / "linker" / "scorer.json"
+
+
+def check_text(text: object, where: str = "input") -> str:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadTextError(
+                f"{where}: not UTF-8 ({e.reason} at byte {e.start}); re-encode the text as UTF-8"
+            ) from e
+    if not isinstance(text, str):
+        raise BadTextError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+    if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+        raise BadTextError(
+            f"{where}: text is {len(text.encode('utf-8')):,} bytes, over the {MAX_TEXT_BYTES:,}-byte limit; split it into documents"
+        )
+    return text
+
+
+class Linker:
+    """Entity linker over one KG. `min_score` overrides the scorer's NIL threshold."""
+
+    def __init__(
+        self,
+        kg: KnowledgeGraph,
+        scorer: Scorer | None = None,
+        spacy_model: str | None = None,
+        min_score: float | None = None,
+        nlp: Language | None = None,
+    ) -> None:
+        """`nlp`: an already loaded spaCy pipeline to share (the spaCy component passes its own);
+        otherwise `spacy_model` (a name, default the offline English pipeline) is loaded, NER only."""
+        self.kg = kg
+        self.nlp = nlp if nlp is not None else load_spacy(spacy_model, enable=["ner"])
+        self.aliases = AliasTable.from_kg(kg)
+        self.finder = MentionFinder(self.nlp, self.aliases)
+        self.candidates = CandidateGenerator(kg, self.aliases)
+        self.context = Context.build(kg)
+        self.scorer = scorer or (
+            Scorer.load(bundled_scorer_path()) if bundled_scorer_path().exists() else Scorer()
+        )
+        self.min_score = self.scorer.threshold if min_score is None else min_score
+
+    @classmethod
+    def load(cls, kg_path: str | Path | None = None, **kwargs: object) -> Linker:
+        from kg.io import bundled_kg_path
+
+        return cls(load_kg(kg_path or bundled_kg_path()), **kwargs)  # type: ignore[arg-type]
+
+    def link(self, text: str, spans: Sequence[tuple[int, int]] | None = None) -> list[LinkedEntity]:
+        return self.link_many([text], None if spans is None else [spans])[0]
+
+    def link_many(
+        self,
+        texts: Iterable[str],
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+        batch_size: int = 32,
+    ) -> list[list[LinkedEntity]]:
+        texts = [check_text(t, f"document {i}") for i, t in enumerate(texts)]
+        results = []
+        for i, doc in enumerate(self.nlp.pipe(texts, batch_size=batch_size)):
+            mentions = self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
+            results.append(self.disambiguate(mentions, keep_nil=spans is not None))
+        return results
+
+    def disambiguate(self, mentions: list[Mention], keep_nil: bool = False) -> list[LinkedEntity]:
+        """Choose an entity for each mention; NIL mentions are dropped unless `keep_nil`."""
+        cands = self.candidates.generate(mentions)
+        feats = featurize(self.context, mentions, cands)
+        out = []
+        for m, cs, f in zip(mentions, cands, feats, strict=True):
+            if cs:
+                best, score = self.scorer.choose(f)
+                if score >= self.min_score:
+                    e = cs[best].entity
+                    out.append(LinkedEntity(m.start, m.end, m.text, self.kg.qids[e], score, e, m.label))
+                    continue
+            if keep_nil:
+                out.append(LinkedEntity(m.start, m.end, m.text, "", 0.0, -1, m.label))
+        return out
