@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from encoders.text import text_embedder
 from kg.link.disambiguate import Scorer, featurize
 from kg.link.linker import Linker, bundled_scorer_path
 from kg.link.mentions import given_mentions
@@ -44,11 +45,14 @@ def gold_of(doc: dict, qids: set[str]) -> set[tuple[int, int, str]]:
 def examples(linker: Linker, docs: list[dict], qids: set[str]) -> tuple[list[np.ndarray], list[int]]:
     """Per detected mention: its candidates' feature rows and the gold row (-1: NIL or not found)."""
     groups, gold_rows = [], []
-    for doc, sdoc in zip(docs, linker.nlp.pipe([d["text"] for d in docs], batch_size=32), strict=True):
+    texts = [d["text"] for d in docs]
+    for doc, sdoc, vec in zip(
+        docs, linker.nlp.pipe(texts, batch_size=32), linker.doc_vectors(texts), strict=True
+    ):
         gold = {(s, e): q for s, e, q in gold_of(doc, qids)}
         mentions = linker.finder.find(sdoc)
         cands = linker.candidates.generate(mentions)
-        for m, cs, f in zip(mentions, cands, featurize(linker.context, mentions, cands), strict=True):
+        for m, cs, f in zip(mentions, cands, featurize(linker.context, mentions, cands, vec), strict=True):
             if not cs:
                 continue
             target = gold.get((m.start, m.end))
@@ -59,7 +63,7 @@ def examples(linker: Linker, docs: list[dict], qids: set[str]) -> tuple[list[np.
 
 
 def train(args: argparse.Namespace) -> None:
-    linker = Linker.load(scorer=Scorer())
+    linker = Linker.load(scorer=Scorer(), embed=text_embedder())
     qids = {q for q in linker.kg.qids if q}
     docs = [d for name in TRAIN_SETS for d in load(name)]
     groups, gold = examples(linker, docs, qids)
@@ -115,25 +119,28 @@ def f1_at(
     }
 
 
-def candidate_stats(linker: Linker, docs: list[dict], qids: set[str]) -> dict[str, float]:
-    """Recall@30 of candidates on gold KG mentions (given spans), and calibration of the top score."""
-    hit, total, conf, correct = 0, 0, [], []
+def candidate_recall(linker: Linker, docs: list[dict], qids: set[str]) -> dict[str, float]:
+    """Recall@30 of candidates on gold KG mentions (their gold spans given as mentions)."""
+    hit = total = 0
     for doc in docs:
         gold = sorted(gold_of(doc, qids))
-        mentions = given_mentions(doc["text"], [(s, e) for s, e, _ in gold])
-        cands = linker.candidates.generate(mentions)
-        for (_, _, q), cs, f in zip(gold, cands, featurize(linker.context, mentions, cands), strict=True):
-            total += 1
-            hit += q in {linker.kg.qids[c.entity] for c in cs}
-            if cs:
-                best, score = linker.scorer.choose(f)
-                conf.append(score)
-                correct.append(float(linker.kg.qids[cs[best].entity] == q))
-    return {
-        "recall@30": hit / total if total else 0.0,
-        "ece": ece(np.array(conf), np.array(correct)),
-        "mentions": total,
-    }
+        cands = linker.candidates.generate(given_mentions(doc["text"], [(s, e) for s, e, _ in gold]))
+        total += len(gold)
+        hit += sum(
+            q in {linker.kg.qids[c.entity] for c in cs} for (_, _, q), cs in zip(gold, cands, strict=True)
+        )
+    return {"recall@30": hit / total if total else 0.0, "mentions": total}
+
+
+def calibration(docs: list[dict], qids: set[str], preds: list[set[tuple[int, int, str, float]]]) -> float:
+    """ECE of the confidence of every linked mention (before the NIL cut): right = in the gold set."""
+    conf, right = [], []
+    for doc, pred in zip(docs, preds, strict=True):
+        gold = gold_of(doc, qids)
+        for s, e, q, score in pred:
+            conf.append(score)
+            right.append(float((s, e, q) in gold))
+    return ece(np.array(conf), np.array(right))
 
 
 def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
@@ -169,16 +176,18 @@ def throughput(linker: Linker, docs: list[dict]) -> dict[str, float]:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    linker = Linker.load()
+    linker = Linker.load(embed=text_embedder())
     qids = {q for q in linker.kg.qids if q}
     sets = args.sets or sorted(p.name.removesuffix(".benchmark.jsonl") for p in EL.glob("*.benchmark.jsonl"))
     results = {}
     for name in sets:
         docs = load(name)
+        preds = predictions(linker, docs, qids)
         results[name] = {
             "role": "train/tune" if name in TRAIN_SETS else "evaluation only",
-            **f1_at(docs, qids, predictions(linker, docs, qids), linker.min_score),
-            **candidate_stats(linker, docs, qids),
+            **f1_at(docs, qids, preds, linker.min_score),
+            **candidate_recall(linker, docs, qids),
+            "ece": calibration(docs, qids, preds),
         }
         print(f"{name:18} F1 {results[name]['f1']:.3f}", file=sys.stderr)
     speed = throughput(linker, load("aida-conll-dev"))

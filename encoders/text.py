@@ -6,9 +6,11 @@ Tokenization keeps character offsets so that entity spans map onto word pieces.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kg.errors import KGPipeError
@@ -77,3 +79,22 @@ class TextEncoder:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.hidden_size)
+
+
+def text_embedder(path: str | None = None, max_length: int = 128) -> Callable[[list[str]], np.ndarray]:
+    """A function texts → float32[n, hidden] unit vectors, for code that must not import encoders
+    (the linker receives it; spaCy configs name it as `{"@misc": "kgpipe.text_embedder.v1"}`)."""
+    encoder = TextEncoder.load(path)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return encoder.embed(texts, max_length=max_length).numpy()
+
+    return embed
+
+
+try:  # spaCy is a dependency of kgpipe, but the encoders work without it
+    import spacy
+
+    spacy.registry.misc("kgpipe.text_embedder.v1")(text_embedder)
+except ImportError:  # pragma: no cover
+    pass

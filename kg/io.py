@@ -126,32 +126,39 @@ def _delimited_rows(path: Path, delimiter: str) -> Iterator[tuple[int, str, str,
             ) from e
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    with open(path, encoding="utf-8") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise KGFormatError(
-                    path,
-                    number,
-                    f"invalid JSON ({e.msg}): {raw.strip()[:80]!r}",
-                    "Write one JSON object per line",
-                ) from e
-            if not isinstance(obj, dict):
-                raise KGFormatError(
-                    path,
-                    number,
-                    f"expected a JSON object, got {raw.strip()[:80]!r}",
-                    "Write one JSON object per line",
-                )
-            yield number, obj
+def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    """(line number, object) for each non-blank line; bad JSON or non-objects fail with file:line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = list(f)
+    except UnicodeDecodeError as e:
+        raise KGFormatError(
+            path, None, f"not UTF-8 text ({e.reason} at byte {e.start})", "Re-encode as UTF-8"
+        ) from e
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise KGFormatError(
+                path,
+                number,
+                f"invalid JSON ({e.msg}): {raw.strip()[:80]!r}",
+                "Write one JSON object per line",
+            ) from e
+        if not isinstance(obj, dict):
+            raise KGFormatError(
+                path,
+                number,
+                f"expected a JSON object, got {raw.strip()[:80]!r}",
+                "Write one JSON object per line",
+            )
+        yield number, obj
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
-    for number, obj in _json_lines(path):
+    for number, obj in read_json_lines(path):
         values = [obj.get(k) for k in ("head", "relation", "tail")]
         if not all(isinstance(v, str | int) and str(v).strip() for v in values):
             raise KGFormatError(
@@ -253,7 +260,7 @@ def _enrich_entities_jsonl(folder: Path, b: _Builder) -> None:
     path = folder / "entities.jsonl"
     if not path.exists():
         return
-    for number, obj in _json_lines(path):
+    for number, obj in read_json_lines(path):
         key = obj.get("id")
         if not isinstance(key, str) or not key:
             raise KGFormatError(

@@ -191,12 +191,13 @@ def link(
     """Link entity mentions in text to KG entities (Wikidata QIDs), writing ELEVANT-style JSONL."""
     from tqdm.auto import tqdm
 
+    from encoders.text import text_embedder
     from kg.link.io import read_documents, write_linked
     from kg.link.linker import Linker
 
     start = time.perf_counter()
     docs = read_documents(infile, spans)
-    linker = Linker.load(kg_path, min_score=min_score)
+    linker = Linker.load(kg_path, min_score=min_score, embed=text_embedder())
     results = []
     batch = 64
     with tqdm(total=len(docs), desc="linking", unit="doc", file=sys.stderr) as bar:

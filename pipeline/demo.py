@@ -40,11 +40,12 @@ def run_demo(kg_path: Path | None = None) -> None:
 
 def show_linking(console: Console, kg: KnowledgeGraph, limit: int = 3) -> None:
     """Link the bundled sample documents and print them with their entities marked."""
+    from encoders.text import text_embedder
     from kg.link.linker import Linker
 
     with open(data_root() / "corpus" / "sample.jsonl", encoding="utf-8") as f:
         docs = [json.loads(line) for line in f if line.strip()][:limit]
-    linker = Linker(kg)
+    linker = Linker(kg, embed=text_embedder())
     for doc, linked in zip(docs, linker.link_many([d["text"] for d in docs]), strict=True):
         text, parts, pos = doc["text"], [], 0
         for x in linked:

@@ -87,15 +87,15 @@ class AliasTable:
             groups[key[0]].append(key)
         return groups
 
-    def fuzzy(self, name: str, k: int = 10, cutoff: float = 88.0) -> list[Candidate]:
-        """Entities of the aliases most similar to `name` (rapidfuzz WRatio ≥ cutoff), among
+    def fuzzy(self, name: str, k: int = 10, cutoff: float = 80.0) -> list[Candidate]:
+        """Entities of the aliases most similar to `name` (rapidfuzz ratio ≥ cutoff), among
         aliases with the same first letter: misspellings rarely change it, and it is 20× faster."""
         from rapidfuzz import fuzz, process
 
         key = normalize(name)
         out: dict[int, Candidate] = {}
         for alias, score, _ in process.extract(
-            key, self._by_initial.get(key[:1], []), scorer=fuzz.WRatio, limit=k, score_cutoff=cutoff
+            key, self._by_initial.get(key[:1], []), scorer=fuzz.ratio, limit=k, score_cutoff=cutoff
         ):
             for e, p in self.aliases[alias][:3]:
                 if e not in out:

@@ -15,8 +15,10 @@ import numpy as np
 
 from kg.graph import KnowledgeGraph
 from kg.link.aliases import AliasTable, Candidate, normalize
+from kg.link.disambiguate import coarse_types
 from kg.link.mentions import Mention
 
+_DEMONYM = re.compile(r"^[A-Z][a-z]+(?:an|ian|ese|ish|i|ic|ch|ss|k|s)$")  # Israeli, Mexican, Sudanese, Tajik
 _ABBREV = re.compile(r"^[A-Z](?:\.?[A-Z])+\.?$")
 
 
@@ -28,7 +30,8 @@ class CandidateGenerator:
     aliases: AliasTable
     k: int = 30
     fuzzy: bool = True
-    graph_expansion: int = 10  # neighbours added per alias-matched candidate (0: off)
+    graph_expansion: int = 25  # neighbours added per mention, best-connected first (0: off)
+    places: dict[str, list[int]] | None = None  # first three letters of a place's name → places
 
     def generate(self, mentions: list[Mention]) -> list[list[Candidate]]:
         found: list[list[Candidate]] = []
@@ -47,6 +50,9 @@ class CandidateGenerator:
                 cands = {c.entity: c for c in self.aliases.fuzzy(m.text)}
             if self.graph_expansion:
                 for c in self._expand(normalize(m.text), list(cands.values())[:3]):
+                    cands.setdefault(c.entity, c)
+            if _DEMONYM.search(m.text) or m.label == "NORP":
+                for c in self._places_named_like(normalize(m.text)):
                     cands.setdefault(c.entity, c)
             found.append(sorted(cands.values(), key=lambda c: -c.prior)[: self.k])
         return found
@@ -73,6 +79,7 @@ class CandidateGenerator:
         out: list[Candidate] = []
         for seed in seeds:
             neigh = np.unique(adj.neighbor[adj.row(seed.entity)])
+            neigh = neigh[np.argsort(-self._degree[neigh], kind="stable")]
             for n in neigh[self._prefix3[neigh] == key[:3]].tolist():  # a cheap sieve before the string test
                 if (
                     self.kg.qids[n]
@@ -81,6 +88,29 @@ class CandidateGenerator:
                 ):
                     out.append(Candidate(n, seed.prior * 0.1, "graph", 0.0))
         return out
+
+    def _places_named_like(self, key: str) -> list[Candidate]:
+        """Places whose name shares the mention's stem: 'Israeli' → Israel, 'Mexican' → Mexico."""
+        if len(key) < 4 or " " in key:
+            return []
+        found = [i for i in self._places.get(key[:3], []) if _related_name(key, self._labels[i])]
+        total = float(sum(self._degree[i] for i in found)) or 1.0
+        return [Candidate(i, 0.5 * self._degree[i] / total, "demonym", 0.0) for i in found[:5]]
+
+    @cached_property
+    def _places(self) -> dict[str, list[int]]:
+        """Entities that head a /location/country-style relation, by name prefix, best-connected first."""
+        places: dict[str, list[int]] = {}
+        for i, t in enumerate(coarse_types(self.kg)):
+            if t == "LOC" and self.kg.qids[i] and self._labels[i]:
+                places.setdefault(self._labels[i][:3], []).append(i)
+        for ids in places.values():
+            ids.sort(key=lambda i: -self._degree[i])
+        return places
+
+    @cached_property
+    def _degree(self) -> np.ndarray:
+        return self.kg.degrees()
 
     @cached_property
     def _labels(self) -> list[str]:

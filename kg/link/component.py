@@ -13,8 +13,8 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
 from kg.io import bundled_kg_path, load_kg
+from kg.link.dense import Embed
 from kg.link.linker import LinkedEntity, Linker
-from kg.link.mentions import Mention
 
 if not Span.has_extension("kg_score"):
     Span.set_extension("kg_score", default=None)
@@ -26,32 +26,39 @@ class KGLinkerComponent:
     kg (str | None): KG folder or file; the bundled FB15k-237 when None.
     min_score (float | None): NIL below this confidence; the trained scorer's threshold when None.
     keep_nil (bool): keep NER entities that link to nothing, with an empty `kb_id_`.
+    embedder (texts → unit vectors | None): for context similarity; by default the MiniLM text
+        model, named in the config as {"@misc": "kgpipe.text_embedder.v1"}; None switches it off.
     """
 
     def __init__(
-        self, nlp: Language, name: str, kg: str | None, min_score: float | None, keep_nil: bool
+        self,
+        nlp: Language,
+        name: str,
+        kg: str | None,
+        min_score: float | None,
+        keep_nil: bool,
+        embedder: Embed | None,
     ) -> None:
         self.name = name
         self.keep_nil = keep_nil
-        self.linker = Linker(load_kg(Path(kg) if kg else bundled_kg_path()), min_score=min_score, nlp=nlp)
+        graph = load_kg(Path(kg) if kg else bundled_kg_path())
+        self.linker = Linker(graph, min_score=min_score, nlp=nlp, embed=embedder)
 
     def predict(self, docs: Iterable[Doc]) -> list[list[LinkedEntity]]:
         """Decide each doc's entities without touching the docs."""
+        docs = list(docs)
+        vectors = self.linker.doc_vectors([doc.text for doc in docs])
         return [
-            self.linker.disambiguate(self.linker.finder.find(doc), keep_nil=self.keep_nil) for doc in docs
+            self.linker.disambiguate(self.linker.finder.find(doc), keep_nil=self.keep_nil, doc_vector=v)
+            for doc, v in zip(docs, vectors, strict=True)
         ]
 
     def set_annotations(self, docs: Iterable[Doc], linked: list[list[LinkedEntity]]) -> None:
         for doc, entities in zip(docs, linked, strict=True):
             spans = []
             for x in entities:
-                span = doc.char_span(
-                    x.start,
-                    x.end,
-                    label=x.label if x.label != "ALIAS" else "ENTITY",
-                    kb_id=x.qid,
-                    alignment_mode="expand",
-                )
+                label = x.label if x.label != "ALIAS" else "ENTITY"
+                span = doc.char_span(x.start, x.end, label=label, kb_id=x.qid, alignment_mode="expand")
                 if span is not None:
                     span._.kg_score = x.score if x.qid else None
                     spans.append(span)
@@ -76,14 +83,16 @@ class KGLinkerComponent:
 
 @Language.factory(
     "kgpipe_linker",
-    default_config={"kg": None, "min_score": None, "keep_nil": False},
+    default_config={
+        "kg": None,
+        "min_score": None,
+        "keep_nil": False,
+        "embedder": {"@misc": "kgpipe.text_embedder.v1"},
+    },
     requires=["doc.ents"],
     assigns=["doc.ents", "token.ent_kb_id", "span._.kg_score"],
 )
 def make_kgpipe_linker(
-    nlp: Language, name: str, kg: str | None, min_score: float | None, keep_nil: bool
+    nlp: Language, name: str, kg: str | None, min_score: float | None, keep_nil: bool, embedder: Embed | None
 ) -> KGLinkerComponent:
-    return KGLinkerComponent(nlp, name, kg, min_score, keep_nil)
-
-
-__all__ = ["KGLinkerComponent", "Mention", "make_kgpipe_linker"]
+    return KGLinkerComponent(nlp, name, kg, min_score, keep_nil, embedder)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kg.errors import KGFormatError
+from kg.io import read_json_lines
 from kg.link.linker import LinkedEntity
 from kg.storage import atomic_write
 
@@ -44,34 +45,17 @@ def _spans(obj: dict[str, object], path: Path, line: int) -> list[tuple[int, int
 def read_documents(path: str | Path, with_spans: bool = False) -> list[Document]:
     path = Path(path)
     docs: list[Document] = []
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
-            lines = list(f)
-        except UnicodeDecodeError as e:
-            raise KGFormatError(
-                path, None, f"not UTF-8 ({e.reason} at byte {e.start})", "Re-encode the file as UTF-8"
-            ) from e
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
+    for number, obj in read_json_lines(path):
+        text = obj.get("text")
+        if not isinstance(text, str):
             raise KGFormatError(
                 path,
                 number,
-                f"invalid JSON ({e.msg}): {raw.strip()[:60]!r}",
-                "Write one JSON object per line",
-            ) from e
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise KGFormatError(
-                path,
-                number,
-                f"expected an object with a string 'text', got {raw.strip()[:60]!r}",
+                f"expected a string 'text', got {json.dumps(obj)[:60]}",
                 'Write lines like {"id": 1, "text": "..."}',
             )
         docs.append(
-            Document(obj.get("id", len(docs)), obj["text"], _spans(obj, path, number) if with_spans else None)
+            Document(obj.get("id", len(docs)), text, _spans(obj, path, number) if with_spans else None)
         )
     return docs
 

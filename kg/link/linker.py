@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from kg.errors import KGPipeError
 from kg.graph import KnowledgeGraph
 from kg.io import data_root, load_kg
 from kg.link.aliases import AliasTable
 from kg.link.candidates import CandidateGenerator
+from kg.link.dense import Embed, entity_vectors
 from kg.link.disambiguate import Context, Scorer, featurize
 from kg.link.mentions import Mention, MentionFinder, given_mentions
 from kg.link.nlp import load_spacy
@@ -73,6 +76,7 @@ class Linker:
         spacy_model: str | None = None,
         min_score: float | None = None,
         nlp: Language | None = None,
+        embed: Embed | None = None,
     ) -> None:
         """`nlp`: an already loaded spaCy pipeline to share (the spaCy component passes its own);
         otherwise `spacy_model` (a name, default the offline English pipeline) is loaded, NER only."""
@@ -82,6 +86,14 @@ class Linker:
         self.finder = MentionFinder(self.nlp, self.aliases)
         self.candidates = CandidateGenerator(kg, self.aliases)
         self.context = Context.build(kg)
+        self.embed = embed
+        if embed is not None:
+            cache = (
+                data_root() / "linker" / "entities-minilm.safetensors"
+                if kg.source.startswith("fb15k-237")
+                else None
+            )
+            self.context.vectors = entity_vectors(kg, embed, cache)
         self.scorer = scorer or (
             Scorer.load(bundled_scorer_path()) if bundled_scorer_path().exists() else Scorer()
         )
@@ -103,16 +115,29 @@ class Linker:
         batch_size: int = 32,
     ) -> list[list[LinkedEntity]]:
         texts = [check_text(t, f"document {i}") for i, t in enumerate(texts)]
+        vectors = self.doc_vectors(texts)
         results = []
         for i, doc in enumerate(self.nlp.pipe(texts, batch_size=batch_size)):
             mentions = self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
-            results.append(self.disambiguate(mentions, keep_nil=spans is not None))
+            results.append(self.disambiguate(mentions, keep_nil=spans is not None, doc_vector=vectors[i]))
         return results
 
-    def disambiguate(self, mentions: list[Mention], keep_nil: bool = False) -> list[LinkedEntity]:
+    def doc_vectors(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray | None]:
+        """Unit vectors of each text's opening (what the context features compare entities with)."""
+        if self.embed is None or not texts:
+            return [None] * len(texts)
+        parts = [
+            self.embed([t[:1000] for t in texts[i : i + batch_size]])
+            for i in range(0, len(texts), batch_size)
+        ]
+        return list(np.concatenate(parts))
+
+    def disambiguate(
+        self, mentions: list[Mention], keep_nil: bool = False, doc_vector: np.ndarray | None = None
+    ) -> list[LinkedEntity]:
         """Choose an entity for each mention; NIL mentions are dropped unless `keep_nil`."""
         cands = self.candidates.generate(mentions)
-        feats = featurize(self.context, mentions, cands)
+        feats = featurize(self.context, mentions, cands, doc_vector)
         out = []
         for m, cs, f in zip(mentions, cands, feats, strict=True):
             if cs:

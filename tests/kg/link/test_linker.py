@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from encoders.text import text_embedder
 from kg import load_kg
 from kg.link.aliases import AliasTable, normalize
 from kg.link.linker import BadTextError, Linker
@@ -14,7 +15,7 @@ from kg.link.linker import BadTextError, Linker
 
 @pytest.fixture(scope="module")
 def linker() -> Linker:
-    return Linker.load()
+    return Linker.load(embed=text_embedder())  # as `kgpipe link` builds it
 
 
 def test_normalize_folds_case_accents_and_dots() -> None:
@@ -39,6 +40,7 @@ def test_links_well_known_entities(linker: Linker) -> None:
     found = {(x.text, x.qid) for x in linker.link("Barack Obama met Angela Merkel in Paris on Tuesday.")}
     assert ("Barack Obama", "Q76") in found
     assert ("Paris", "Q90") in found
+    assert all(text != "Angela Merkel" for text, _ in found)  # not in FB15k-237: NIL, so not output
 
 
 def test_partial_name_inherits_candidates_of_full_name(linker: Linker) -> None:
@@ -122,6 +124,14 @@ def test_spacy_component_sets_kb_ids_and_scores() -> None:
     ents = {(e.text, e.kb_id_) for e in docs[0].ents}
     assert ("Barack Obama", "Q76") in ents and ("Paris", "Q90") in ents
     assert all(0 <= e._.kg_score <= 1 for e in docs[0].ents)
-    assert any(e.kb_id_ == "" and e._.kg_score is None for e in docs[1].ents) or all(
-        e.text != "Zxqwv Blorptin" for e in docs[1].ents
-    )
+    # Angela Merkel is not in FB15k-237: kept as an entity (keep_nil) with no KB id and no score
+    merkel = [e for e in docs[1].ents if e.text == "Angela Merkel"]
+    assert merkel and merkel[0].kb_id_ == "" and merkel[0]._.kg_score is None
+
+
+def test_context_similarity_separates_senses(linker: Linker) -> None:
+    vectors = linker.doc_vectors(["The striker scored twice as the club won the league title."])
+    assert vectors[0] is not None and linker.context.vectors is not None
+    sport = linker.context.vectors[linker.kg.entity_id("Q2736")] @ vectors[0]  # association football
+    fruit = linker.context.vectors[linker.kg.entity_id("Q89")] @ vectors[0]  # apple
+    assert sport > fruit + 0.1
