@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kg.link.aliases import normalize
+
 if TYPE_CHECKING:
     from spacy.language import Language
     from spacy.tokens import Doc
@@ -38,6 +40,7 @@ class MentionFinder:
         from spacy.matcher import PhraseMatcher
 
         self.matcher: PhraseMatcher | None = None
+        self.aliases = aliases
         if aliases is not None:
             self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
             tokenizer = nlp.tokenizer
@@ -51,10 +54,24 @@ class MentionFinder:
             for e in doc.ents
             if e.label_ in ENTITY_LABELS
         ]
-        if self.matcher is None:
+        if self.matcher is None or self.aliases is None:
             return chosen
-        taken = [(m.start, m.end) for m in chosen]
         spans = [doc[s:e] for _, s, e in self.matcher(doc)]
+        # an NER span that names nothing in the KG but holds names that do ('SEOUL 1996-08-30 Results
+        # of South Korean', 'DETROIT CHICAGO' in headlines) gives way to those names
+        table = self.aliases.aliases
+        chosen = [
+            m
+            for m in chosen
+            if normalize(m.text) in table
+            or not any(
+                m.start <= s.start_char
+                and s.end_char <= m.end
+                and s.end_char - s.start_char < m.end - m.start
+                for s in spans
+            )
+        ]
+        taken = [(m.start, m.end) for m in chosen]
         for span in sorted(spans, key=lambda s: (-(s.end_char - s.start_char), s.start_char)):
             if not _looks_like_a_name(span.text):
                 continue
