@@ -24,11 +24,13 @@ def extend(
     triples: Iterable[tuple[str, str, str]],
     cfg: TrainConfig | None = None,
     epochs: int = 200,
+    device: str = "auto",
 ) -> tuple[EntityVectors, History]:
     """A new `EntityVectors` whose vocabulary adds every entity of `triples` it lacked.
 
     `triples` are (head, relation, tail) keys or QIDs; relations must be known to the model.
-    Training runs over these triples only, for at most `epochs` passes (early-stopped on loss).
+    Training runs over these triples only, for at most `epochs` passes (early-stopped on loss), on
+    `device` (auto: CUDA when present).
     """
     triples = list(triples)
     entities, qids, labels = list(vectors.entities), list(vectors.qids), list(vectors.labels)
@@ -69,6 +71,7 @@ def extend(
         eval_every=max(epochs // 10, 1),
         patience=3,
         max_minutes=0.0,
+        device=device,  # where the model was trained need not be where it grows
     )
     kg = KnowledgeGraph(
         entities=entities,

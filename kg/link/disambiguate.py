@@ -43,6 +43,7 @@ FEATURES = [
     "all_caps",
     "alias_caps",
     "demonym_country",
+    "common_noun",
     "context_sim",
     "context_best",
 ]
@@ -145,6 +146,9 @@ def featurize(
                     float(m.text.isupper()),
                     float(m.label == "ALIAS" and m.text.isupper()),
                     float(m.label == "NORP" and kg_type == "LOC"),  # nationality words name their country
+                    float(
+                        ctx.kg.labels[c.entity][:1].islower()
+                    ),  # 'tennis', 'president': concepts, not names
                     0.0,
                     0.0,
                 ]

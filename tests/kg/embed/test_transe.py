@@ -215,3 +215,12 @@ def test_torchrun_two_cpu_processes(kg_dir: Path, tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert metrics["history"]["loss"][-1] < metrics["history"]["loss"][0]
+
+
+def test_extend_a_checkpoint_trained_elsewhere_runs_here(kg_dir: Path, tmp_path: Path) -> None:
+    kg = load_kg(kg_dir / "codex-s")
+    train_transe(kg, TrainConfig(**{**FAST, "epochs": 3, "eval_every": 3}), tmp_path / "m")
+    vectors = EntityVectors.load(tmp_path / "m")
+    vectors.config["train"]["device"] = "cuda"  # as the bundled checkpoint, trained on a GPU
+    grown, _ = extend(vectors, [("Q_new", kg.relations[0], kg.entities[0])], epochs=5, device="cpu")
+    assert grown.entities[-1] == "Q_new" and grown.has("Q_new")
