@@ -5,6 +5,7 @@ Tokenization keeps character offsets so that entity spans map onto word pieces.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,9 @@ def text_embedder(path: str | None = None, max_length: int = 128) -> Callable[[l
     def embed(texts: list[str]) -> np.ndarray:
         return encoder.embed(texts, max_length=max_length).numpy()
 
+    # what caches of its vectors are keyed by: the model's own config, not where it is installed
+    identity = encoder.model.config.to_json_string() + str(max_length)  # type: ignore[union-attr,operator]
+    embed.model_id = hashlib.sha256(identity.encode()).hexdigest()[:16]  # type: ignore[attr-defined]
     return embed
 
 

@@ -129,11 +129,3 @@ def _related_name(key: str, label: str) -> bool:
     first = label.split(" ", 1)[0]
     common = len(os.path.commonprefix([key, first]))  # noqa: RUF071 (characters are what we compare)
     return common >= 3 and common >= 0.5 * min(len(key), len(first))
-
-
-def candidate_recall(gold: list[int | None], candidates: list[list[Candidate]]) -> float:
-    """Share of mentions with a gold entity whose candidates contain it."""
-    hits = [
-        g in {c.entity for c in cands} for g, cands in zip(gold, candidates, strict=True) if g is not None
-    ]
-    return float(np.mean(hits)) if hits else 0.0

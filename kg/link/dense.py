@@ -1,9 +1,12 @@
 """Dense entity vectors for context similarity: each entity's "label. description" embedded once
-by a text embedder that the caller supplies (kg does not import encoders), cached as safetensors.
+by a text embedder that the caller supplies (kg does not import encoders), cached as safetensors
+under a fingerprint of the KG and the embedder.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from safetensors.numpy import load_file, save
 from tqdm.auto import tqdm
 
 from kg.graph import KnowledgeGraph
+from kg.io import data_root
 from kg.storage import atomic_write
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -21,14 +25,29 @@ def entity_text(kg: KnowledgeGraph, i: int) -> str:
     return f"{kg.labels[i]}. {kg.descriptions[i]}" if kg.descriptions[i] else kg.labels[i]
 
 
-def entity_vectors(
-    kg: KnowledgeGraph, embed: Embed, cache: Path | None = None, batch_size: int = 256
-) -> np.ndarray:
-    """float32[num_entities, dim], unit rows; zero rows for entities with no name."""
-    if cache is not None and cache.exists():
-        stored = load_file(cache)
-        if stored["vectors"].shape[0] == kg.num_entities:
-            return stored["vectors"].astype(np.float32)
+def fingerprint(kg: KnowledgeGraph, embed: Embed) -> str:
+    """What the vectors depend on: the entities' texts and the embedder (its `model_id`, if it has one)."""
+    h = hashlib.sha256(str(getattr(embed, "model_id", "custom")).encode())
+    for i in range(kg.num_entities):
+        h.update(f"{kg.entities[i]}\t{entity_text(kg, i)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    """Where computed vectors are kept between runs: `KGPIPE_CACHE`, else ~/.cache/kgpipe."""
+    return Path(os.environ.get("KGPIPE_CACHE", Path.home() / ".cache" / "kgpipe"))
+
+
+def entity_vectors(kg: KnowledgeGraph, embed: Embed, batch_size: int = 256) -> np.ndarray:
+    """float32[num_entities, dim], unit rows; zero rows for entities with no name.
+
+    Looked up by fingerprint in the bundled `data/linker/` and then the user cache; computed (with a
+    progress bar) and written to the user cache when neither has them.
+    """
+    name = f"entities-{fingerprint(kg, embed)}.safetensors"
+    for folder in (data_root() / "linker", cache_root()):
+        if (folder / name).exists():
+            return load_file(folder / name)["vectors"].astype(np.float32)
     named = [i for i in range(kg.num_entities) if kg.labels[i]]
     parts = []
     for start in tqdm(
@@ -39,7 +58,6 @@ def entity_vectors(
     vectors = np.zeros((kg.num_entities, dim), dtype=np.float32)
     if parts:
         vectors[named] = np.concatenate(parts)
-    if cache is not None:
-        with atomic_write(cache, "wb") as f:
-            f.write(save({"vectors": vectors.astype(np.float16)}))
+    with atomic_write(cache_root() / name, "wb") as f:
+        f.write(save({"vectors": vectors.astype(np.float16)}))
     return vectors

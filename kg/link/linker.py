@@ -88,12 +88,7 @@ class Linker:
         self.context = Context.build(kg)
         self.embed = embed
         if embed is not None:
-            cache = (
-                data_root() / "linker" / "entities-minilm.safetensors"
-                if kg.source.startswith("fb15k-237")
-                else None
-            )
-            self.context.vectors = entity_vectors(kg, embed, cache)
+            self.context.vectors = entity_vectors(kg, embed)
         self.scorer = scorer or (
             Scorer.load(bundled_scorer_path()) if bundled_scorer_path().exists() else Scorer()
         )

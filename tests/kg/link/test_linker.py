@@ -135,3 +135,12 @@ def test_context_similarity_separates_senses(linker: Linker) -> None:
     sport = linker.context.vectors[linker.kg.entity_id("Q2736")] @ vectors[0]  # association football
     fruit = linker.context.vectors[linker.kg.entity_id("Q89")] @ vectors[0]  # apple
     assert sport > fruit + 0.1
+
+
+def test_bundled_entity_vectors_match_the_bundled_kg_and_model(linker: Linker) -> None:
+    from kg.io import data_root
+    from kg.link.dense import fingerprint
+
+    assert linker.embed is not None
+    bundled = data_root() / "linker" / f"entities-{fingerprint(linker.kg, linker.embed)}.safetensors"
+    assert bundled.exists(), "regenerate data/linker vectors: the KG or the text model changed"
