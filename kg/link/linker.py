@@ -110,6 +110,12 @@ class Linker:
         batch_size: int = 32,
     ) -> list[list[LinkedEntity]]:
         texts = [check_text(t, f"document {i}") for i, t in enumerate(texts)]
+        for i, doc_spans in enumerate(spans or []):
+            bad = [(s, e) for s, e in doc_spans if not 0 <= s < e <= len(texts[i])]
+            if bad:
+                raise BadTextError(
+                    f"document {i}: span {list(bad[0])} is not inside its {len(texts[i])}-character text; give [start, end) offsets with start < end"
+                )
         vectors = self.doc_vectors(texts)
         results = []
         for i, doc in enumerate(self.nlp.pipe(texts, batch_size=batch_size)):

@@ -61,6 +61,8 @@ def test_bad_input_is_a_clear_error_and_empty_text_links_nothing(linker: Linker)
         linker.link(42)  # type: ignore[arg-type]
     with pytest.raises(BadTextError, match="over the 1,000,000-byte limit"):
         linker.link("a" * 1_000_001)
+    with pytest.raises(BadTextError, match=r"span \[5, 99\] is not inside its 5-character text"):
+        linker.link("Paris", spans=[(5, 99)])
     with pytest.raises(BadTextError, match="not UTF-8"):
         linker.link(b"\xff\xfe caf\xe9")  # type: ignore[arg-type]
 
