@@ -135,48 +135,35 @@ def test_bad_config_file_names_the_setting(tmp_path: Path) -> None:
         TrainConfig.from_file(tmp_path / "d.json")
 
 
+BIN = Path(sys.executable).parent
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300, env=env)
+
+
 def test_cli_train_and_eval(kg_dir: Path, tmp_path: Path) -> None:
-    kgpipe = str(Path(sys.executable).parent / "kgpipe")
     (tmp_path / "fast.json").write_text(json.dumps(FAST))
-    p = subprocess.run(
-        [
-            kgpipe,
-            "kg",
-            "train",
-            str(kg_dir / "codex-s"),
-            "--out",
-            str(tmp_path / "m"),
-            "--config",
-            str(tmp_path / "fast.json"),
-            "--epochs",
-            "10",
-            "--seed",
-            "1",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    data, out = kg_dir / "codex-s", tmp_path / "m"
+    p = run(
+        BIN / "kgpipe",
+        "kg",
+        "train",
+        data,
+        "--out",
+        out,
+        "--config",
+        tmp_path / "fast.json",
+        "--epochs",
+        "10",
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
     )
     assert p.returncode == 0, p.stderr
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["train"]["epochs"] == 10
-    p = subprocess.run(
-        [
-            kgpipe,
-            "kg",
-            "eval",
-            str(tmp_path / "m"),
-            "--data",
-            str(kg_dir / "codex-s"),
-            "--split",
-            "test",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 10
+    p = run(BIN / "kgpipe", "kg", "eval", out, "--data", data, "--split", "test", "--json")
     assert p.returncode == 0, p.stderr
     result = json.loads(p.stdout)
     assert {"mrr", "mr", "hits@1", "hits@3", "hits@10"} <= set(result)
@@ -184,33 +171,12 @@ def test_cli_train_and_eval(kg_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is exercised on Linux")
 def test_torchrun_two_cpu_processes(kg_dir: Path, tmp_path: Path) -> None:
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    kgpipe = str(Path(sys.executable).parent / "kgpipe")
     (tmp_path / "fast.json").write_text(json.dumps({**FAST, "epochs": 10}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run(
-        [
-            torchrun,
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            "29517",
-            kgpipe,
-            "kg",
-            "train",
-            str(kg_dir / "codex-s"),
-            "--out",
-            str(tmp_path / "m"),
-            "--config",
-            str(tmp_path / "fast.json"),
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    p = run(
+        BIN / "torchrun", "--nproc-per-node", "2", "--master-port", "29517",
+        BIN / "kgpipe", "kg", "train", kg_dir / "codex-s", "--out", tmp_path / "m", "--config", tmp_path / "fast.json", "--device", "cpu",
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
