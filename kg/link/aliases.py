@@ -21,7 +21,11 @@ from kg.graph import KnowledgeGraph
 
 _SPACES = re.compile(r"\s+")
 _EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
-LABEL_WEIGHT, ALIAS_WEIGHT = 1.0, 0.5
+LABEL_WEIGHT, ALIAS_WEIGHT, SHORT_WEIGHT = 1.0, 0.5, 0.6
+# legal-form and club words that names drop in running text: 'St Mirren' for 'St. Mirren F.C.'
+_FORMS = re.compile(
+    r"^(?:fc|afc|cf|sc|ac|as|ss|sv|fk|nk)\s+|\s+(?:fc|afc|cf|sc|ac|bc|fk|inc|ltd|plc|corp|corporation|co|llc|ag|sa|gmbh|nv)$"
+)
 
 
 def normalize(name: str) -> str:
@@ -29,6 +33,11 @@ def normalize(name: str) -> str:
     decomposed = unicodedata.normalize("NFKD", name)
     plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().replace(".", "")
     return _EDGE_PUNCT.sub("", _SPACES.sub(" ", plain)).strip()
+
+
+def short_form(key: str) -> str:
+    """A normalised name without its legal-form or club word ('manchester united fc' → 'manchester united')."""
+    return _FORMS.sub("", key).strip()
 
 
 @dataclass(frozen=True)
@@ -60,9 +69,9 @@ class AliasTable:
             names = [(kg.labels[i], LABEL_WEIGHT)] + [(a, ALIAS_WEIGHT) for a in kg.aliases[i]]
             for name, w in names:
                 key = normalize(name)
-                if len(key) < 2:
-                    continue
-                weight[key][i] = max(weight[key].get(i, 0.0), w * pop)
+                for variant, vw in ((key, w), (short_form(key), w * SHORT_WEIGHT)):
+                    if len(variant) >= 2:
+                        weight[variant][i] = max(weight[variant].get(i, 0.0), vw * pop)
         table = {}
         for key, ents in weight.items():
             total = sum(ents.values())
