@@ -55,7 +55,7 @@ s = json.loads(sys.argv[1])
 torch.set_num_threads(s["threads"])
 cfg = TrainConfig(dim=s["dim"], p_norm=1, reciprocal=False, margin=s["margin"], adversarial_temperature=s["temperature"], lr=s["lr"],
                   negatives=s["negatives"], batch_size=s["batch_size"], epochs=s["epochs"], eval_every=s["epochs"],
-                  patience=10**6, seed=s["seed"], device="cpu")
+                  patience=10**6, seed=s["seed"], device="cpu", chunk_size=s.get("chunk_size", 64))
 _, m = train_transe(load_kg(s["data"]), cfg)
 print(json.dumps({"train_seconds": m["train_seconds"], "mrr": m["test"]["mrr"], "hits@10": m["test"]["hits@10"]}))
 """
@@ -107,6 +107,7 @@ def compare(args: argparse.Namespace) -> None:
         "temperature": 1.0,
         "seed": 0,
         "threads": torch.get_num_threads(),
+        "chunk_size": args.chunk_size,
     }
     rows = {
         "kgpipe": run_child(sys.executable, KGPIPE_CHILD, settings),
@@ -180,6 +181,9 @@ def main() -> None:
     c.add_argument("--negatives", type=int, default=256)
     c.add_argument("--batch-size", type=int, default=1024)
     c.add_argument("--lr", type=float, default=2e-3)
+    c.add_argument(
+        "--chunk-size", type=int, default=64, help="kgpipe: positives sharing one block of negatives"
+    )
     c.add_argument("--pykeen-python")
     f = sub.add_parser("full")
     f.add_argument("configs", nargs="+")
