@@ -46,7 +46,7 @@ def save_checkpoint(
             tmp / "config.json",
             {
                 "format": FORMAT,
-                "model": model.config.__dict__,
+                "model": model.config.to_dict(),
                 "train": train_config,
                 "kg": {"name": kg.name, "source": kg.source},
             },

@@ -30,6 +30,9 @@ def test_lookup_by_key_qid_and_id() -> None:
     assert kg.describe("c") == "c"
     with pytest.raises(UnknownEntityError, match="'zzz' is not in KG 'small'"):
         kg.entity_id("zzz")
+    assert kg.relation_id("r1") == 1
+    with pytest.raises(UnknownEntityError, match="relation 'r9'"):
+        kg.relation_id("r9")
 
 
 def test_triple_arrays_are_int32_and_every_split_exists() -> None:
