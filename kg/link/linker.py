@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from spacy.language import Language
 
 MAX_TEXT_BYTES = 1_000_000
+DOC_CONTEXT_CHARS = 400  # the opening of a document that its context vector reads (about 80 word pieces)
 
 
 class BadTextError(KGPipeError):
@@ -128,7 +129,7 @@ class Linker:
         if self.embed is None or not texts:
             return [None] * len(texts)
         parts = [
-            self.embed([t[:1000] for t in texts[i : i + batch_size]])
+            self.embed([t[:DOC_CONTEXT_CHARS] for t in texts[i : i + batch_size]])
             for i in range(0, len(texts), batch_size)
         ]
         return list(np.concatenate(parts))
