@@ -15,7 +15,7 @@ import numpy as np
 
 from kg.graph import KnowledgeGraph
 from kg.link.aliases import AliasTable, Candidate, normalize
-from kg.link.disambiguate import coarse_types
+from kg.link.disambiguate import Context
 from kg.link.mentions import Mention
 
 _DEMONYM = re.compile(r"^[A-Z][a-z]+(?:an|ian|ese|ish|i|ic|ch|ss|k|s)$")  # Israeli, Mexican, Sudanese, Tajik
@@ -26,7 +26,7 @@ _ABBREV = re.compile(r"^[A-Z](?:\.?[A-Z])+\.?$")
 class CandidateGenerator:
     """Everything candidate generation reads, built once per process."""
 
-    kg: KnowledgeGraph
+    context: Context  # the KG with its normalised names and coarse types, shared with the scorer
     aliases: AliasTable
     k: int = 30
     fuzzy: bool = True
@@ -101,7 +101,7 @@ class CandidateGenerator:
     def _places(self) -> dict[str, list[int]]:
         """Entities that head a /location/country-style relation, by name prefix, best-connected first."""
         places: dict[str, list[int]] = {}
-        for i, t in enumerate(coarse_types(self.kg)):
+        for i, t in enumerate(self.context.types):
             if t == "LOC" and self.kg.qids[i] and self._labels[i]:
                 places.setdefault(self._labels[i][:3], []).append(i)
         for ids in places.values():
@@ -112,9 +112,13 @@ class CandidateGenerator:
     def _degree(self) -> np.ndarray:
         return self.kg.degrees()
 
-    @cached_property
+    @property
+    def kg(self) -> KnowledgeGraph:
+        return self.context.kg
+
+    @property
     def _labels(self) -> list[str]:
-        return [normalize(x) for x in self.kg.labels]
+        return self.context.norm_labels
 
     @cached_property
     def _prefix3(self) -> np.ndarray:

@@ -85,8 +85,8 @@ class Linker:
         self.nlp = nlp if nlp is not None else load_spacy(spacy_model, enable=["ner"])
         self.aliases = AliasTable.from_kg(kg)
         self.finder = MentionFinder(self.nlp, self.aliases)
-        self.candidates = CandidateGenerator(kg, self.aliases)
         self.context = Context.build(kg)
+        self.candidates = CandidateGenerator(self.context, self.aliases)
         self.embed = embed
         if embed is not None:
             self.context.vectors = entity_vectors(kg, embed)
