@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from encoders.data import Example
 from kg.errors import KGPipeError
 from kg.graph import KnowledgeGraph
 
@@ -33,6 +34,11 @@ kg_app = typer.Typer(
     help="Knowledge graphs: inspect, convert, train and evaluate TransE.", no_args_is_help=True
 )
 app.add_typer(kg_app, name="kg")
+encoder_app = typer.Typer(
+    help="Knowledge-fused encoders: fine-tune and evaluate text-only, ERNIE-style or K-BERT-style models.",
+    no_args_is_help=True,
+)
+app.add_typer(encoder_app, name="encoder")
 
 console = Console(stderr=True)
 FormatOpt = Annotated[
@@ -210,6 +216,104 @@ def link(
     console.print(
         f"linked {n:,} mentions in {len(docs):,} documents in {time.perf_counter() - start:.1f} s -> {out}"
     )
+
+
+@encoder_app.command("finetune")
+def encoder_finetune(
+    task: Annotated[str, typer.Argument(metavar="TASK", help="sequence, relation or typing")],
+    train: Annotated[Path, typer.Option("--train", help="training examples, JSONL (see README)")],
+    dev: Annotated[
+        Path, typer.Option("--dev", help="dev examples, JSONL: early stopping and the score shown")
+    ],
+    knowledge: Annotated[
+        str,
+        typer.Option("--knowledge", help="none (text only), ernie (TransE entity stream) or kbert (triples)"),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the model to")],
+    seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
+    kg_path: Annotated[
+        Path | None,
+        typer.Option("--kg", help="KG for kbert branches and --link (default: bundled FB15k-237)"),
+    ] = None,
+    transe: Annotated[
+        Path | None, typer.Option("--transe", help="TransE checkpoint for ernie (default: the bundled one)")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="local Hugging Face checkpoint (default: bundled MiniLM)")
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="most epochs (early stopping on dev)")] = 3,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="examples per step")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="learning rate of the pretrained encoder")] = 5e-5,
+    max_length: Annotated[int, typer.Option("--max-length", help="word pieces per text at most")] = 128,
+    link: Annotated[
+        bool, typer.Option("--link", help="link examples that name no entities with `kgpipe link`'s linker")
+    ] = False,
+) -> None:
+    """Fine-tune a head on a text model, with or without knowledge; writes DIR/model.safetensors + config.json."""
+    from encoders.data import TASKS, read_examples
+    from encoders.finetune import FinetuneConfig, evaluate, finetune, summary
+    from encoders.knowledge import knowledge_for
+    from encoders.model import KNOWLEDGE, EncoderConfig, KnowledgeEncoder
+
+    if task not in TASKS:
+        raise typer.BadParameter(f"TASK must be one of {', '.join(TASKS)}, not {task!r}")
+    if knowledge not in KNOWLEDGE:
+        raise typer.BadParameter(f"--knowledge must be one of {', '.join(KNOWLEDGE)}, not {knowledge!r}")
+    train_ex, dev_ex = read_examples(train, task), read_examples(dev, task)
+    if link:
+        _link_examples(train_ex + dev_ex, kg_path)
+    labels = sorted({label for ex in train_ex for label in ex.labels})
+    cfg = EncoderConfig(task, knowledge, labels, max_length=max_length)
+    cfg.kg, cfg.transe = str(kg_path or ""), str(transe or "")
+    net = KnowledgeEncoder.create(cfg, knowledge_for(knowledge, kg_path, transe), model)
+    history = finetune(
+        net, train_ex, dev_ex, FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    )
+    net.save(out)
+    result = {"dev": evaluate(net, dev_ex), **summary(history)}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    console.print(
+        f"{task}/{knowledge}: dev macro-F1 {result['dev']['macro_f1']:.4f}, micro-F1 {result['dev']['micro_f1']:.4f} "
+        f"(best epoch {history.best_epoch}, {history.seconds:.0f} s) -> {out}"
+    )
+
+
+def _link_examples(examples: list[Example], kg_path: Path | None) -> None:
+    from encoders.knowledge import link_examples
+    from encoders.text import text_embedder
+    from kg.link.linker import Linker
+
+    n = link_examples(examples, Linker.load(kg_path, embed=text_embedder()))
+    console.print(f"linked {n:,} entity mentions in examples that named none")
+
+
+@encoder_app.command("eval")
+def encoder_eval(
+    model_dir: Annotated[
+        Path, typer.Argument(metavar="DIR", help="a folder written by `kgpipe encoder finetune`")
+    ],
+    data: Annotated[Path, typer.Option("--data", help="labelled examples, JSONL, same format as --train")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+    link: Annotated[bool, typer.Option("--link", help="link examples that name no entities first")] = False,
+) -> None:
+    """Score a fine-tuned encoder on labelled examples: macro-F1 and micro-F1."""
+    from encoders.data import read_examples
+    from encoders.finetune import evaluate
+    from encoders.model import KnowledgeEncoder
+
+    net = KnowledgeEncoder.load(model_dir)
+    examples = read_examples(data, net.cfg.task)
+    if link:
+        _link_examples(examples, Path(net.cfg.kg) if net.cfg.kg else None)
+    result = {**evaluate(net, examples), "task": net.cfg.task, "knowledge": net.cfg.knowledge}
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{model_dir} on {data}")
+    for key in result:
+        table.add_column(key, justify="right")
+    table.add_row(*(str(v) for v in result.values()))
+    Console().print(table)
 
 
 @app.command("demo")

@@ -71,3 +71,54 @@ def test_demo_on_another_kg_trains_transe_itself(kg_dir: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "training on fb15k-237" in p.stdout
     assert "Nearest entities in TransE space" in p.stdout
+
+
+def test_encoder_finetune_then_eval_json(tmp_path: Path) -> None:
+    fix = Path(__file__).parents[1] / "fixtures" / "encoders"
+    out = tmp_path / "enc"
+    done = run(
+        "encoder",
+        "finetune",
+        "relation",
+        "--train",
+        str(fix / "relation_train.jsonl"),
+        "--dev",
+        str(fix / "relation_dev.jsonl"),
+        "--knowledge",
+        "ernie",
+        "--out",
+        str(out),
+        "--seed",
+        "1",
+        "--epochs",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "model.safetensors").exists() and (out / "config.json").exists()
+    assert json.loads((out / "config.json").read_text())["knowledge"] == "ernie"
+    scored = run("encoder", "eval", str(out), "--data", str(fix / "relation_dev.jsonl"), "--json")
+    assert scored.returncode == 0, scored.stderr
+    result = json.loads(scored.stdout)
+    assert 0.0 <= result["macro_f1"] <= 1.0 and 0.0 <= result["micro_f1"] <= 1.0
+    assert result["examples"] == 12
+
+
+def test_encoder_rejects_unknown_knowledge_and_bad_files(tmp_path: Path) -> None:
+    fix = Path(__file__).parents[1] / "fixtures" / "encoders"
+    common = ["--dev", str(fix / "relation_dev.jsonl"), "--out", str(tmp_path / "x")]
+    done = run(
+        "encoder",
+        "finetune",
+        "relation",
+        "--train",
+        str(fix / "relation_train.jsonl"),
+        "--knowledge",
+        "graph",
+        *common,
+    )
+    assert done.returncode == 2 and "--knowledge must be one of none, ernie, kbert" in done.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "Paris", "label": "x", "head": {"span": [0, 5]}}\n')
+    done = run("encoder", "finetune", "relation", "--train", str(bad), "--knowledge", "none", *common)
+    assert done.returncode == 2 and "bad.jsonl:1" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "x").exists()

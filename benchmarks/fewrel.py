@@ -1,0 +1,247 @@
+"""FewRel val_wiki as supervised 16-way relation classification: text-only vs ERNIE vs K-BERT.
+
+Steps (each reuses what the previous one wrote):
+  split  the fixed stratified split, seed 0: per relation 450 train + 50 dev (the "500 train") and
+         200 test, written to benchmarks/data/fewrel-split.json (committed).
+  kg     FB15k-237 (by QID) ∪ WD50K ∪ CoDEx-S, minus every triple that directly joins the head and
+         tail of any FewRel instance (either direction); TransE trained on it (CPU, time-boxed).
+         Saved under benchmarks/.cache/fewrel/ (not committed: rebuilt by this step).
+  run    for each mode (none, ernie, kbert) and seed: fine-tune the default MiniLM on train, stop
+         early on dev, score test macro-F1 on all instances and on KG-covered ones (head or tail in
+         the KG). Results are merged into benchmarks/results/fewrel.json after every run.
+  typing FewRel heads and tails typed with CoDEx entity2types.json (types with >= 100 examples),
+         multi-label mention typing, micro-F1, same ablation; into benchmarks/results/fewrel_typing.json.
+Usage: python benchmarks/fewrel.py split|kg|run|typing [--seeds 0 1 2] [--modes none ernie kbert]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from encoders.data import EntitySpan, Example  # noqa: E402
+from kg.storage import write_json  # noqa: E402
+
+SHARED = ROOT.parent / "shared/data"
+SPLIT = ROOT / "benchmarks/data/fewrel-split.json"
+CACHE = ROOT / "benchmarks/.cache/fewrel"
+RESULTS = ROOT / "benchmarks/results"
+PER_RELATION = {"train": 450, "dev": 50, "test": 200}
+
+
+def load_fewrel() -> dict[str, list[dict[str, Any]]]:
+    return json.loads((SHARED / "fewrel/val_wiki.json").read_text())
+
+
+def to_example(pid: str, inst: dict[str, Any], key: str) -> Example:
+    """FewRel tokens joined by spaces; head/tail spans from their token ids; gold QIDs kept."""
+    tokens, starts, pos = inst["tokens"], [], 0
+    for t in tokens:
+        starts.append(pos)
+        pos += len(t) + 1
+
+    def span(e: list[Any]) -> EntitySpan:
+        ids = e[2][0]
+        return EntitySpan(starts[ids[0]], starts[ids[-1]] + len(tokens[ids[-1]]), e[1])
+
+    head, tail = span(inst["h"]), span(inst["t"])
+    return Example(" ".join(tokens), [pid], (head, tail), [head, tail], key)
+
+
+def make_split() -> None:
+    data, rng = load_fewrel(), random.Random(0)
+    split: dict[str, list[str]] = {s: [] for s in PER_RELATION}
+    for pid in sorted(data):
+        order = list(range(len(data[pid])))
+        rng.shuffle(order)
+        at = 0
+        for part, n in PER_RELATION.items():
+            split[part] += [f"{pid}:{i}" for i in sorted(order[at : at + n])]
+            at += n
+    SPLIT.parent.mkdir(parents=True, exist_ok=True)
+    write_json(SPLIT, {"seed": 0, "per_relation": PER_RELATION, **split})
+    print(f"wrote {SPLIT}: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
+
+
+def split_examples() -> dict[str, list[Example]]:
+    data, split = load_fewrel(), json.loads(SPLIT.read_text())
+    out = {}
+    for part in PER_RELATION:
+        out[part] = [
+            to_example(k.split(":")[0], data[k.split(":")[0]][int(k.split(":")[1])], k) for k in split[part]
+        ]
+    return out
+
+
+def build_kg() -> None:
+    from kg import load_kg
+    from kg.embed import TrainConfig, train_transe
+    from kg.graph import KnowledgeGraph
+    from kg.io import save_kg
+
+    kgs = [load_kg(SHARED / "kg" / name) for name in ("fb15k-237", "wd50k", "codex-s")]
+    union = KnowledgeGraph.union(kgs, name="fb15k237+wd50k+codex-s")
+    pairs = set()
+    for insts in load_fewrel().values():
+        for inst in insts:
+            pairs |= {(inst["h"][1], inst["t"][1]), (inst["t"][1], inst["h"][1])}
+    qid = np.array(union.qids, dtype=object)
+    masks, dropped = {}, 0
+    for split, a in union.triples.items():
+        keys = zip(qid[a[:, 0]], qid[a[:, 2]], strict=True)
+        masks[split] = np.fromiter(((h, t) in pairs for h, t in keys), dtype=bool, count=len(a))
+        dropped += int(masks[split].sum())
+    kg = union.without_triples(masks)
+    print(
+        f"union: {kg.num_entities} entities, {kg.num_relations} relations; {dropped} leaking triples removed"
+    )
+    save_kg(kg, CACHE / "kg")
+    cfg = TrainConfig(dim=128, negatives=128, eval_every=5, valid_sample=2000, max_minutes=9.0, seed=0)
+    _, metrics = train_transe(kg, cfg, CACHE / "transe")
+    meta = {"entities": kg.num_entities, "triples": {s: len(a) for s, a in kg.triples.items()}}
+    write_json(CACHE / "kg-info.json", {**meta, "leaking_triples_removed": dropped, "transe": metrics})
+    print(json.dumps({k: metrics[k] for k in ("test", "epochs_run", "train_seconds")}))
+
+
+def _knowledge(mode: str) -> Any:
+    from encoders.knowledge import KnowledgeSource
+    from kg.embed.checkpoint import EntityVectors
+    from kg.io import load_saved
+
+    if mode == "ernie":
+        return KnowledgeSource.from_transe(EntityVectors.load(CACHE / "transe"))
+    if mode == "kbert":
+        return KnowledgeSource.from_kg(load_saved(CACHE / "kg"))
+    return KnowledgeSource.empty()
+
+
+def covered_mask(examples: list[Example]) -> list[bool]:
+    from kg.io import load_saved
+
+    kg = load_saved(CACHE / "kg", verify=False)
+    in_kg = {q for q in kg.qids if q}
+    return [any(s.qid in in_kg for s in ex.focus) for ex in examples]
+
+
+def run(task: str, modes: list[str], seeds: list[int], epochs: int, out_name: str) -> None:
+    import torch
+
+    from encoders.finetune import FinetuneConfig, evaluate, finetune, summary
+    from encoders.model import EncoderConfig, KnowledgeEncoder
+
+    torch.set_num_threads(2)
+    data = split_examples() if task == "relation" else typing_examples()
+    covered = covered_mask(data["test"])
+    test_cov = [ex for ex, c in zip(data["test"], covered, strict=True) if c]
+    test_unc = [ex for ex, c in zip(data["test"], covered, strict=True) if not c]
+    labels = sorted({label for ex in data["train"] for label in ex.labels})
+    path = RESULTS / out_name
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for seed in seeds:
+        for mode in modes:
+            start = time.time()
+            model = KnowledgeEncoder.create(EncoderConfig(task, mode, labels), _knowledge(mode))
+            history = finetune(model, data["train"], data["dev"], FinetuneConfig(epochs=epochs, seed=seed))
+            scores = {
+                "all": evaluate(model, data["test"]),
+                "covered": evaluate(model, test_cov),
+                "uncovered": evaluate(model, test_unc),
+            }
+            entry = results.setdefault(mode, {"runs": []})
+            entry["runs"] = [r for r in entry["runs"] if r["seed"] != seed] + [
+                {"seed": seed, **scores, **summary(history), "seconds": round(time.time() - start, 1)}
+            ]
+            entry["runs"].sort(key=lambda r: r["seed"])
+            for part in ("all", "covered", "uncovered"):
+                entry[f"macro_f1_{part}"] = [r[part]["macro_f1"] for r in entry["runs"]]
+                entry[f"micro_f1_{part}"] = [r[part]["micro_f1"] for r in entry["runs"]]
+            results["setup"] = {
+                "task": task,
+                "train": len(data["train"]),
+                "dev": len(data["dev"]),
+                "test": len(data["test"]),
+                "test_covered": len(test_cov),
+                "epochs": epochs,
+                "text_model": model.cfg.text_model.rsplit("/", 2)[-2],
+                "kg": json.loads((CACHE / "kg-info.json").read_text()) | {"transe": "see kg step"},
+                "cpu_threads": torch.get_num_threads(),
+            }
+            write_json(path, results)
+            print(
+                f"{mode} seed {seed}: " + json.dumps(scores) + f" in {time.time() - start:.0f} s", flush=True
+            )
+    table(results)
+
+
+def table(results: dict[str, Any]) -> None:
+    key = "macro_f1" if results.get("setup", {}).get("task") == "relation" else "micro_f1"
+    print(f"| mode | {key} all | {key} covered | {key} uncovered | seeds |")
+    print("|---|---|---|---|---|")
+    for mode in ("none", "ernie", "kbert"):
+        if mode not in results:
+            continue
+        cells = []
+        for part in ("all", "covered", "uncovered"):
+            xs = [100 * x for x in results[mode][f"{key}_{part}"]]
+            sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+            cells.append(f"{statistics.mean(xs):.2f} ± {sd:.2f}")
+        print(f"| {mode} | " + " | ".join(cells) + f" | {len(xs)} |")
+
+
+def typing_examples() -> dict[str, list[Example]]:
+    """Each FewRel head and tail as a mention; labels: its CoDEx types with >= 100 examples in train."""
+    types = json.loads((SHARED / "kg/codex/entity2types.json").read_text())
+    names = json.loads((SHARED / "kg/codex/types.json").read_text())
+    out: dict[str, list[Example]] = {}
+    for part, examples in split_examples().items():
+        out[part] = []
+        for ex in examples:
+            for i, span in enumerate(ex.focus):
+                got = types.get(span.qid)
+                if got:
+                    labels = [names.get(t, {}).get("label", t) for t in got]
+                    out[part].append(Example(ex.text, labels, (span,), [span], f"{ex.id}:{i}"))
+    counts = Counter(label for ex in out["train"] for label in ex.labels)
+    keep = {label for label, n in counts.items() if n >= 100}
+    for part in out:
+        out[part] = [
+            Example(ex.text, [x for x in ex.labels if x in keep], ex.focus, ex.entities, ex.id)
+            for ex in out[part]
+            if any(x in keep for x in ex.labels)
+        ]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["split", "kg", "run", "typing", "table"])
+    ap.add_argument("--modes", nargs="+", default=["none", "ernie", "kbert"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=3)
+    args = ap.parse_args()
+    if args.step == "split":
+        make_split()
+    elif args.step == "kg":
+        build_kg()
+    elif args.step == "run":
+        run("relation", args.modes, args.seeds, args.epochs, "fewrel.json")
+    elif args.step == "typing":
+        run("typing", args.modes, args.seeds, args.epochs, "fewrel_typing.json")
+    else:
+        table(json.loads((RESULTS / "fewrel.json").read_text()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""ERNIE-style fusion: an entity stream of projected TransE vectors, fused into the top layers of
+any Hugging Face encoder at each mention's first word piece (Zhang et al. 2019, "information fusion").
+
+The encoder's own layers and weights run unchanged; each aggregator is a forward hook on one of
+its layers that reads that layer's output and writes back the fused tokens, so no copy of BERT is
+kept here. The token update starts at zero, so before training the model is exactly the text model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EntityStream:
+    """The entities of a batch.
+
+    rows: LongTensor[batch, entities] — row in the knowledge vectors, -1 for padding.
+    positions: LongTensor[batch, entities] — the mention's first word piece.
+    """
+
+    rows: torch.Tensor
+    positions: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """BoolTensor[batch, entities]: which slots hold an entity."""
+        return self.rows >= 0
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer layers of a BERT-family model (BERT, RoBERTa, ELECTRA, MiniLM, DistilBERT)."""
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers"):
+        node: object = model
+        for part in path.split("."):
+            node = getattr(node, part, None)
+        if isinstance(node, nn.ModuleList):
+            return node
+    raise TypeError(f"{type(model).__name__}: no encoder.layer list found; kgpipe fuses BERT-family encoders")
+
+
+class Aggregator(nn.Module):
+    """One fusion step: h = gelu(W_t·token + W_e·entity); token += U_t·h; entity = LN(entity + U_e·h)."""
+
+    def __init__(self, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.token_in = nn.Linear(hidden, hidden)
+        self.entity_in = nn.Linear(hidden, hidden, bias=False)
+        self.token_out = nn.Linear(hidden, hidden)
+        self.entity_out = nn.Linear(hidden, hidden)
+        self.entity_norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.zeros_(self.token_out.weight)
+        nn.init.zeros_(self.token_out.bias)
+
+    def forward(
+        self, tokens: torch.Tensor, entities: torch.Tensor, stream: EntityStream
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens: float[batch, length, hidden]; entities: float[batch, entities, hidden]."""
+        index = stream.positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+        at_mention = tokens.gather(1, index)
+        fused = self.dropout(nn.functional.gelu(self.token_in(at_mention) + self.entity_in(entities)))
+        mask = stream.mask.unsqueeze(-1).to(tokens.dtype)
+        tokens = tokens.scatter_add(1, index, self.token_out(fused) * mask)
+        entities = self.entity_norm(entities + self.entity_out(fused))
+        return tokens, entities
+
+
+class ErnieFusion(nn.Module):
+    """Projects knowledge vectors to the hidden size and fuses them after the chosen layers.
+
+    Use `with fusion.stream(entities): base(...)`: outside that block the hooks pass through.
+    """
+
+    def __init__(
+        self, base: nn.Module, vectors: torch.Tensor, layers: list[int], dropout: float, freeze: bool
+    ) -> None:
+        super().__init__()
+        hidden = int(base.config.hidden_size)  # type: ignore[union-attr,arg-type]
+        self.vectors = nn.Embedding.from_pretrained(vectors.float(), freeze=freeze)
+        self.project = nn.Sequential(nn.Linear(vectors.shape[1], hidden), nn.LayerNorm(hidden))
+        self.layers = list(layers)
+        self.aggregators = nn.ModuleList(Aggregator(hidden, dropout) for _ in self.layers)
+        self._stream: EntityStream | None = None
+        self._entities: torch.Tensor | None = None
+        stack = encoder_layers(base)
+        for slot, layer in enumerate(self.layers):
+            stack[layer].register_forward_hook(self._hook(slot))
+
+    @contextmanager
+    def stream(self, entities: EntityStream) -> Iterator[None]:
+        self._stream = entities
+        self._entities = self.project(self.vectors(entities.rows.clamp(min=0)))
+        try:
+            yield
+        finally:
+            self._stream = self._entities = None
+
+    def _hook(self, slot: int) -> Callable[[nn.Module, object, object], object]:
+        def fuse(module: nn.Module, args: object, output: object) -> object:
+            if self._stream is None or self._entities is None or not self._stream.rows.numel():
+                return output
+            hidden = output[0] if isinstance(output, tuple) else output
+            hidden, self._entities = self.aggregators[slot](hidden, self._entities, self._stream)
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        return fuse

@@ -1,0 +1,135 @@
+"""What an encoder knows about entities: TransE vectors (ERNIE) and triples as text (K-BERT).
+
+Built once from a KG and a TransE checkpoint, saved inside the encoder folder so a trained model
+needs neither again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from encoders.data import EntitySpan, Example
+from kg.embed.checkpoint import EntityVectors
+from kg.errors import KGFormatError
+from kg.graph import KnowledgeGraph
+
+if TYPE_CHECKING:
+    from kg.link.linker import Linker
+
+FILE_INDEX = "knowledge.json"
+
+
+def relation_name(kg: KnowledgeGraph, r: int) -> str:
+    """Words for a relation: its label, or for Freebase paths the last segment ("nationality")."""
+    key = kg.relations[r]
+    if key.startswith("/"):
+        return key.rstrip("/").rsplit("/", 1)[-1].replace("_", " ")
+    return kg.relation_labels[r]
+
+
+@dataclass
+class KnowledgeSource:
+    """Entity knowledge by QID. `vectors` is float[num_entities, dim] (row i is `qids[i]`), empty
+    when the model fuses none; `branches` maps a QID to its triples rendered as short texts."""
+
+    qids: list[str]
+    vectors: torch.Tensor
+    branches: dict[str, list[str]] = field(default_factory=dict)
+    _rows: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rows = {q: i for i, q in enumerate(self.qids)}
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+
+    def row(self, qid: str) -> int:
+        """The vector row of an entity, or -1 when it has none."""
+        return self._rows.get(qid, -1)
+
+    def covers(self, qid: str) -> bool:
+        return qid in self._rows or qid in self.branches
+
+    @classmethod
+    def empty(cls) -> KnowledgeSource:
+        return cls([], torch.zeros(0, 0))
+
+    @classmethod
+    def from_transe(cls, transe: EntityVectors) -> KnowledgeSource:
+        """ERNIE's entity stream: every entity of the checkpoint that has a QID (or a key)."""
+        qids = [q or k for q, k in zip(transe.qids, transe.entities, strict=True)]
+        return cls(qids, transe.matrix.detach().float().cpu().clone())
+
+    @classmethod
+    def from_kg(cls, kg: KnowledgeGraph, per_entity: int = 3) -> KnowledgeSource:
+        """K-BERT's branches: up to `per_entity` outgoing triples per entity as "relation tail".
+
+        The commonest relations come first (they say what kind of thing an entity is: country,
+        occupation, genre), then the better-connected tails; triples whose relation or tail has
+        no name are skipped, since a branch must be words.
+        """
+        triples = kg.all_triples()
+        if len(triples) == 0:
+            return cls([], torch.zeros(0, 0))
+        rel_count = np.bincount(triples[:, 1], minlength=kg.num_relations)
+        degree = np.bincount(np.concatenate([triples[:, 0], triples[:, 2]]), minlength=kg.num_entities)
+        names = [relation_name(kg, r) for r in range(kg.num_relations)]
+        order = np.lexsort((-degree[triples[:, 2]], -rel_count[triples[:, 1]], triples[:, 0]))
+        branches: dict[str, list[str]] = {}
+        for h, r, t in triples[order].tolist():
+            qid = kg.qids[h] or kg.entities[h]
+            got = branches.setdefault(qid, [])
+            text = f"{names[r]} {kg.labels[t]}".strip()
+            if len(got) < per_entity and names[r] and kg.labels[t] and text not in got:
+                got.append(text)
+        return cls([], torch.zeros(0, 0), {q: b for q, b in branches.items() if b})
+
+    def save(self, folder: Path) -> None:
+        """The QID index and branches as JSON; the vectors travel in the model's safetensors."""
+        index = {"qids": self.qids, "dim": self.dim, "branches": self.branches}
+        (folder / FILE_INDEX).write_text(json.dumps(index))
+
+    @classmethod
+    def load(cls, folder: Path) -> KnowledgeSource:
+        """The index and branches; vectors are zeros of the right shape until the model loads them."""
+        if not (folder / FILE_INDEX).exists():
+            raise KGFormatError(
+                folder, None, f"no {FILE_INDEX}", "Give a folder written by `kgpipe encoder finetune`"
+            )
+        index = json.loads((folder / FILE_INDEX).read_text())
+        vectors = torch.zeros(len(index["qids"]), int(index["dim"])) if index["dim"] else torch.zeros(0, 0)
+        return cls(index["qids"], vectors, index["branches"])
+
+
+def knowledge_for(
+    mode: str, kg_path: str | Path | None = None, transe_path: str | Path | None = None, per_entity: int = 2
+) -> KnowledgeSource:
+    """The knowledge a mode needs: TransE vectors (ernie), KG branches (kbert), nothing (none).
+
+    Defaults are the bundled FB15k-237 KG and its TransE checkpoint.
+    """
+    from kg.io import bundled_kg_path, bundled_transe_path, load_kg
+
+    if mode == "ernie":
+        return KnowledgeSource.from_transe(EntityVectors.load(transe_path or bundled_transe_path()))
+    if mode == "kbert":
+        return KnowledgeSource.from_kg(load_kg(kg_path or bundled_kg_path()), per_entity)
+    return KnowledgeSource.empty()
+
+
+def link_examples(examples: list[Example], linker: Linker) -> int:
+    """Give examples that name no entities the ones `kg.link` finds in their text; returns how many."""
+    todo = [ex for ex in examples if not ex.entities]
+    found = linker.link_many([ex.text for ex in todo]) if todo else []
+    n = 0
+    for ex, linked in zip(todo, found, strict=True):
+        ex.entities = [EntitySpan(e.start, e.end, e.qid) for e in linked if e.qid]
+        n += len(ex.entities)
+    return n

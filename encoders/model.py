@@ -1,0 +1,307 @@
+"""`KnowledgeEncoder`: a Hugging Face encoder, optional knowledge (ERNIE or K-BERT) and a task head.
+
+`knowledge="none"` runs the very same code with the knowledge switched off: the text-only ablation.
+Saved as model.safetensors + config.json + knowledge.json + text_model/ (HF config and tokenizer).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from encoders.data import EntitySpan, Example
+from encoders.ernie import EntityStream, ErnieFusion, encoder_layers
+from encoders.heads import HEADS
+from encoders.kbert import build_tree, visible_to_mask
+from encoders.knowledge import KnowledgeSource
+from encoders.text import ModelNotFoundError, default_model_path
+from kg.errors import KGFormatError
+from kg.storage import atomic_dir
+
+FORMAT = "kgpipe-encoder/1"
+KNOWLEDGE = ("none", "ernie", "kbert")
+MARKERS = {"relation": (("@", "@"), ("#", "#")), "typing": (("@", "@"),), "sequence": ()}
+
+
+@dataclass
+class EncoderConfig:
+    """What builds a KnowledgeEncoder; saved as config.json."""
+
+    task: str
+    knowledge: str
+    labels: list[str]
+    max_length: int = 128
+    fusion_layers: list[int] = field(default_factory=list)  # ERNIE: after these layers; [] = upper half
+    triples_per_entity: int = 2  # K-BERT: branches per entity
+    branch_pieces: int = 8  # K-BERT: word pieces per branch at most
+    max_entities: int = 16
+    dropout: float = 0.1
+    freeze_entities: bool = True
+    text_model: str = ""  # where the text model came from (provenance only)
+    kg: str = ""
+    transe: str = ""
+    format: str = FORMAT
+
+    def __post_init__(self) -> None:
+        if self.knowledge not in KNOWLEDGE:
+            raise ValueError(f"knowledge {self.knowledge!r} is not one of {', '.join(KNOWLEDGE)}")
+        if self.task not in HEADS:
+            raise ValueError(f"task {self.task!r} is not one of {', '.join(HEADS)}")
+
+
+@dataclass
+class Batch:
+    """Model inputs for one batch.
+
+    input_ids: LongTensor[batch, length]; attention: LongTensor[batch, length] padding mask, or
+    for K-BERT the visible matrix as float[batch, 1, length, length]; positions: LongTensor[batch,
+    length] soft positions (K-BERT) or None; main: float[batch, length], 1 on sentence pieces;
+    focus: LongTensor[batch, spans], the first piece of each focus span; stream: the ERNIE
+    entity stream or None; targets: LongTensor[batch] or float[batch, labels] or None.
+    """
+
+    input_ids: torch.Tensor
+    attention: torch.Tensor
+    positions: torch.Tensor | None
+    main: torch.Tensor
+    focus: torch.Tensor
+    stream: EntityStream | None
+    targets: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> Batch:
+        def move(t: Any) -> Any:
+            return t.to(device) if isinstance(t, torch.Tensor) else t
+
+        stream = self.stream and EntityStream(move(self.stream.rows), move(self.stream.positions))
+        return Batch(
+            move(self.input_ids),
+            move(self.attention),
+            move(self.positions),
+            move(self.main),
+            move(self.focus),
+            stream,
+            move(self.targets),
+        )
+
+
+def mark(example: Example, task: str) -> tuple[str, list[EntitySpan]]:
+    """The text with marker characters around its focus spans, and every entity span shifted.
+
+    Markers ("@ head @", "# tail #") are plain characters every tokenizer knows, so no
+    vocabulary grows; they are the same in every knowledge mode.
+    """
+    inserts: list[tuple[int, int, str]] = []  # (position, closes before opens, text)
+    for span, (left, right) in zip(example.focus, MARKERS[task], strict=False):
+        inserts += [(span.start, 1, left + " "), (span.end, 0, " " + right)]
+    inserts.sort()
+    out, last = [], 0
+    for pos, _, s in inserts:
+        out += [example.text[last:pos], s]
+        last = pos
+    out.append(example.text[last:])
+
+    def shift(pos: int, inclusive: bool) -> int:
+        return pos + sum(len(s) for p, _, s in inserts if p < pos or (inclusive and p == pos))
+
+    spans = [EntitySpan(shift(e.start, True), shift(e.end, False), e.qid) for e in example.entities]
+    return "".join(out), spans
+
+
+def _piece_range(offsets: list[tuple[int, int]], span: EntitySpan) -> tuple[int, int] | None:
+    inside = [i for i, (a, b) in enumerate(offsets) if b > span.start and a < span.end and b > a]
+    return (inside[0], inside[-1]) if inside else None
+
+
+class KnowledgeEncoder(nn.Module):
+    """Text model + knowledge + head. `encode(examples)` → Batch; `forward(batch)` → logits."""
+
+    def __init__(self, cfg: EncoderConfig, base: nn.Module, tokenizer: Any, knowledge: KnowledgeSource):
+        super().__init__()
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelNotFoundError(
+                f"{cfg.text_model}: kgpipe needs a fast (Rust) tokenizer for character offsets; "
+                "give a checkpoint with tokenizer.json"
+            )
+        self.cfg = cfg
+        self.base = base
+        self.tokenizer = tokenizer
+        self.knowledge = knowledge
+        hidden = int(base.config.hidden_size)  # type: ignore[union-attr,arg-type]
+        self.head = HEADS[cfg.task](hidden, len(cfg.labels), cfg.dropout)
+        self.label_index = {label: i for i, label in enumerate(cfg.labels)}
+        self.fusion: ErnieFusion | None = None
+        if cfg.knowledge == "ernie":
+            depth = len(encoder_layers(base))
+            layers = cfg.fusion_layers or list(range(depth // 2, depth))
+            cfg.fusion_layers = layers
+            self.fusion = ErnieFusion(base, knowledge.vectors, layers, cfg.dropout, cfg.freeze_entities)
+        self._branch_cache: dict[str, list[list[int]]] = {}
+
+    # ---- building -------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, cfg: EncoderConfig, knowledge: KnowledgeSource, text_model: str | Path | None = None
+    ) -> KnowledgeEncoder:
+        """A fresh model on a pretrained Hugging Face checkpoint (the bundled MiniLM by default)."""
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the unused-pooler load report is noise here
+        hf_logging.disable_progress_bar()
+        folder = Path(text_model) if text_model else default_model_path()
+        if not (folder / "config.json").exists():
+            raise ModelNotFoundError(
+                f"{folder}: no config.json, so not a Hugging Face checkpoint folder. "
+                "Pass --model the folder that holds config.json, the weights and the tokenizer files"
+            )
+        cfg.text_model = str(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        base = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
+        return cls(cfg, base, tokenizer, knowledge)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the folder whole (atomically): weights, config, knowledge index, HF config + tokenizer."""
+        with atomic_dir(folder) as tmp:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+            (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+            self.knowledge.save(tmp)
+            self.tokenizer.save_pretrained(tmp / "text_model")
+            self.base.config.save_pretrained(tmp / "text_model")  # type: ignore[union-attr,operator]
+        return Path(folder)
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> KnowledgeEncoder:
+        """The exact mirror of `save`."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        folder = Path(folder)
+        config_path = folder / "config.json"
+        if not config_path.exists() or not (folder / "model.safetensors").exists():
+            raise KGFormatError(
+                folder,
+                None,
+                "not an encoder folder (no config.json / model.safetensors)",
+                "Give a folder written by `kgpipe encoder finetune`",
+            )
+        values = json.loads(config_path.read_text())
+        if values.get("format") != FORMAT:
+            raise KGFormatError(
+                config_path,
+                1,
+                f"format is {values.get('format')!r}, not {FORMAT!r}",
+                "Give a folder written by `kgpipe encoder finetune`",
+            )
+        cfg = EncoderConfig(**values)
+        hf_config = AutoConfig.from_pretrained(folder / "text_model", local_files_only=True)
+        base = AutoModel.from_config(hf_config, add_pooling_layer=False)
+        tokenizer = AutoTokenizer.from_pretrained(folder / "text_model", local_files_only=True)
+        model = cls(cfg, base, tokenizer, KnowledgeSource.load(folder))
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return model.to(device).eval()
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    def _branches(self, qid: str) -> list[list[int]]:
+        got = self._branch_cache.get(qid)
+        if got is None:
+            texts = self.knowledge.branches.get(qid, [])[: self.cfg.triples_per_entity]
+            pieces = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+            got = self._branch_cache[qid] = [p[: self.cfg.branch_pieces] for p in pieces]
+        return got
+
+    def targets(self, examples: list[Example]) -> torch.Tensor:
+        """LongTensor[batch] of label ids, or for typing float[batch, labels] of 0/1."""
+        if self.head.multi_label:
+            t = torch.zeros(len(examples), len(self.cfg.labels))
+            for i, ex in enumerate(examples):
+                for label in ex.labels:
+                    if label in self.label_index:
+                        t[i, self.label_index[label]] = 1.0
+            return t
+        return torch.tensor([self.label_index.get(ex.labels[0], -100) for ex in examples])
+
+    def encode(self, examples: list[Example], with_targets: bool = True) -> Batch:
+        """Tokenize with offsets, map entity spans onto pieces, add knowledge; pad to a Batch."""
+        tok = self.tokenizer
+        marked = [mark(ex, self.cfg.task) for ex in examples]
+        enc = tok(
+            [m[0] for m in marked],
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            truncation=True,
+            max_length=self.cfg.max_length - 2,
+        )
+        rows: list[dict[str, Any]] = []
+        for (_text, spans), ids, offsets, ex in zip(
+            marked, enc["input_ids"], enc["offset_mapping"], examples, strict=True
+        ):
+            ranges = [_piece_range(offsets, s) for s in spans]
+            grafts = []
+            if self.cfg.knowledge == "kbert":
+                for span, r in zip(spans[: self.cfg.max_entities], ranges, strict=False):
+                    if r is not None and span.qid:
+                        grafts.append((r[0], r[1], self._branches(span.qid)))
+            tree = build_tree(ids, grafts, tok.cls_token_id, tok.sep_token_id)
+            focus = [tree.main[r[0] + 1] if r else 0 for r in ranges[: len(ex.focus)]]
+            stream = [
+                (self.knowledge.row(s.qid), tree.main[r[0] + 1])
+                for s, r in zip(spans, ranges, strict=True)
+                if r is not None and s.qid and self.knowledge.row(s.qid) >= 0
+            ][: self.cfg.max_entities]
+            rows.append({"tree": tree, "focus": focus, "stream": stream})
+        return self._pad(rows, self.targets(examples) if with_targets else None)
+
+    def _pad(self, rows: list[dict[str, Any]], targets: torch.Tensor | None) -> Batch:
+        b, length = len(rows), max(len(r["tree"].ids) for r in rows)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((b, length), pad, dtype=torch.long)
+        positions = torch.zeros(b, length, dtype=torch.long)
+        visible = torch.zeros(b, length, length, dtype=torch.bool)
+        padding = torch.zeros(b, length, dtype=torch.long)
+        main = torch.zeros(b, length)
+        n_focus = max(1, max(len(r["focus"]) for r in rows))
+        focus = torch.zeros(b, n_focus, dtype=torch.long)
+        n_ent = max((len(r["stream"]) for r in rows), default=0)
+        ent_rows = torch.full((b, n_ent), -1, dtype=torch.long)
+        ent_pos = torch.zeros(b, n_ent, dtype=torch.long)
+        for i, r in enumerate(rows):
+            tree, n = r["tree"], len(r["tree"].ids)
+            ids[i, :n] = torch.tensor(tree.ids)
+            positions[i, :n] = torch.tensor(tree.positions)
+            visible[i, :n, :n] = tree.visible
+            padding[i, :n] = 1
+            main[i, tree.main[1:-1]] = 1.0
+            focus[i, : len(r["focus"])] = torch.tensor(r["focus"], dtype=torch.long)
+            for j, (row, pos) in enumerate(r["stream"]):
+                ent_rows[i, j], ent_pos[i, j] = row, pos
+        kbert = self.cfg.knowledge == "kbert"
+        return Batch(
+            input_ids=ids,
+            attention=visible_to_mask(visible, torch.float32) if kbert else padding,
+            positions=positions if kbert else None,
+            main=main,
+            focus=focus,
+            stream=EntityStream(ent_rows, ent_pos) if self.fusion is not None and n_ent else None,
+            targets=targets,
+        )
+
+    # ---- forward --------------------------------------------------------------------------------
+    def hidden(self, batch: Batch) -> torch.Tensor:
+        """float[batch, length, hidden]: the last hidden states, knowledge fused or injected."""
+        kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention}
+        if batch.positions is not None:
+            kwargs["position_ids"] = batch.positions
+        if self.fusion is not None and batch.stream is not None:
+            with self.fusion.stream(batch.stream):
+                return self.base(**kwargs).last_hidden_state
+        return self.base(**kwargs).last_hidden_state
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """float[batch, labels]: the head's logits."""
+        return self.head(self.hidden(batch), batch.main, batch.focus)

@@ -1,0 +1,157 @@
+"""KnowledgeEncoder with the real MiniLM: the three knowledge modes, heads, training, save/load."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from encoders.data import EntitySpan, Example, read_examples
+from encoders.finetune import FinetuneConfig, evaluate, f1_scores, finetune, predict
+from encoders.knowledge import KnowledgeSource, knowledge_for
+from encoders.model import EncoderConfig, KnowledgeEncoder, mark
+from kg.errors import KGFormatError
+
+FIX = Path(__file__).parents[1] / "fixtures" / "encoders"
+
+
+@pytest.fixture(scope="module")
+def relation_data() -> tuple[list[Example], list[Example]]:
+    return read_examples(FIX / "relation_train.jsonl", "relation"), read_examples(
+        FIX / "relation_dev.jsonl", "relation"
+    )
+
+
+@pytest.fixture(scope="module")
+def knowledge() -> dict[str, KnowledgeSource]:
+    return {mode: knowledge_for(mode) for mode in ("none", "ernie", "kbert")}
+
+
+def make(task: str, mode: str, labels: list[str], knowledge: dict[str, KnowledgeSource]) -> KnowledgeEncoder:
+    torch.manual_seed(0)
+    return KnowledgeEncoder.create(EncoderConfig(task, mode, labels), knowledge[mode])
+
+
+def test_markers_wrap_head_and_tail_and_spans_follow() -> None:
+    ex = Example("Paris is in France.", ["P17"], (EntitySpan(0, 5, "Q90"), EntitySpan(12, 18, "Q142")), [])
+    ex.entities = list(ex.focus)
+    text, spans = mark(ex, "relation")
+    assert text == "@ Paris @ is in # France #."
+    assert [text[s.start : s.end] for s in spans] == ["Paris", "France"]
+
+
+def test_ernie_before_training_equals_the_text_model(
+    relation_data: tuple[list[Example], list[Example]], knowledge: dict[str, KnowledgeSource]
+) -> None:
+    train, _ = relation_data
+    plain = make("relation", "none", ["a"], knowledge)
+    ernie = make("relation", "ernie", ["a"], knowledge)
+    ernie.base.load_state_dict(plain.base.state_dict())
+    plain.eval(), ernie.eval()
+    batch = ernie.encode(train[:4])
+    assert batch.stream is not None and bool(batch.stream.mask.any())  # fixture entities are in the KG
+    with torch.no_grad():
+        same = torch.allclose(plain.hidden(plain.encode(train[:4])), ernie.hidden(batch), atol=1e-5)
+        torch.nn.init.normal_(ernie.fusion.aggregators[-1].token_out.weight)  # type: ignore[union-attr]
+        moved = ernie.hidden(batch) - plain.hidden(plain.encode(train[:4]))
+    assert same  # zero-initialised token update: fusion starts as the identity
+    changed = moved.abs().sum(-1) > 1e-4
+    # the last aggregator writes only at mention first pieces
+    want = torch.zeros_like(changed)
+    for i in range(len(train[:4])):
+        for row, pos in zip(batch.stream.rows[i], batch.stream.positions[i], strict=True):
+            if row >= 0:
+                want[i, pos] = True
+    assert torch.equal(changed, want)
+
+
+def test_kbert_injects_branches_but_keeps_the_sentence_positions(
+    relation_data: tuple[list[Example], list[Example]], knowledge: dict[str, KnowledgeSource]
+) -> None:
+    train, _ = relation_data
+    plain = make("relation", "none", ["a"], knowledge).encode(train[:4])
+    kbert = make("relation", "kbert", ["a"], knowledge).encode(train[:4])
+    assert kbert.input_ids.shape[1] > plain.input_ids.shape[1]
+    assert kbert.attention.shape == (4, 1, kbert.input_ids.shape[1], kbert.input_ids.shape[1])
+    # the sentence pieces are the same pieces with the same positions
+    for i in range(4):
+        main = kbert.main[i].bool()
+        assert torch.equal(kbert.input_ids[i][main], plain.input_ids[i][plain.main[i].bool()])
+        assert torch.equal(kbert.positions[i][main], torch.arange(1, int(main.sum()) + 1))  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", ["none", "ernie", "kbert"])
+def test_relation_finetune_learns_and_round_trips(
+    mode: str,
+    relation_data: tuple[list[Example], list[Example]],
+    knowledge: dict[str, KnowledgeSource],
+    tmp_path: Path,
+) -> None:
+    train, dev = relation_data
+    labels = sorted({ex.labels[0] for ex in train})
+    model = make("relation", mode, labels, knowledge)
+    history = finetune(model, train, dev, FinetuneConfig(epochs=4, patience=4, lr=1e-4, progress=False))
+    assert history.loss[-1] < history.loss[0]
+    scores = evaluate(model, train)
+    assert scores["micro_f1"] >= 0.8  # three relations, 36 sentences: it must fit them
+    model.save(tmp_path / "m")
+    assert {"model.safetensors", "config.json", "knowledge.json"} <= {
+        p.name for p in (tmp_path / "m").iterdir()
+    }
+    again = KnowledgeEncoder.load(tmp_path / "m")
+    assert again.cfg.knowledge == mode
+    assert torch.equal(predict(again, dev), predict(model.eval(), dev))
+
+
+def test_typing_is_multi_label(knowledge: dict[str, KnowledgeSource]) -> None:
+    train = read_examples(FIX / "typing_train.jsonl", "typing")
+    labels = sorted({x for ex in train for x in ex.labels})
+    model = make("typing", "ernie", labels, knowledge)
+    finetune(model, train, train[:8], FinetuneConfig(epochs=2, patience=2, progress=False))
+    pred = predict(model, train)
+    assert pred.shape == (len(train), len(labels)) and bool(pred.any(1).all())  # at least one type each
+
+
+def test_sequence_head_reads_entities_when_given(knowledge: dict[str, KnowledgeSource]) -> None:
+    train = read_examples(FIX / "sequence_train.jsonl", "sequence")
+    model = make("sequence", "ernie", sorted({ex.labels[0] for ex in train}), knowledge)
+    batch = model.encode(train[:4])
+    assert batch.stream is not None and batch.focus.shape == (4, 1)
+    assert model(batch).shape == (4, 3)
+
+
+def test_any_local_checkpoint_works(tmp_path: Path, knowledge: dict[str, KnowledgeSource]) -> None:
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from encoders.text import default_model_path
+
+    tiny = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(tiny).save_pretrained(tmp_path / "tiny")
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(tmp_path / "tiny")
+    model = KnowledgeEncoder.create(
+        EncoderConfig("relation", "ernie", ["a", "b"]), knowledge["ernie"], tmp_path / "tiny"
+    )
+    assert model.cfg.fusion_layers == [1]
+    train = read_examples(FIX / "relation_train.jsonl", "relation")
+    assert model(model.encode(train[:2])).shape == (2, 2)
+
+
+def test_f1_scores_by_hand() -> None:
+    gold = torch.tensor([[1, 0], [1, 0], [0, 1]], dtype=torch.bool)
+    pred = torch.tensor([[1, 0], [0, 1], [0, 1]], dtype=torch.bool)
+    s = f1_scores(gold, pred)
+    # label 0: tp 1 fn 1 -> 2/3; label 1: tp 1 fp 1 -> 2/3; micro: tp 2 fp 1 fn 1 -> 2/3
+    assert s["macro_f1"] == pytest.approx(2 / 3, abs=1e-4) and s["micro_f1"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_bad_examples_name_file_line_and_fix(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"text": "Paris is nice", "label": "x", "head": {"span": [0, 5]}, "tail": {"span": [9, 99]}}\n'
+    )
+    with pytest.raises(KGFormatError, match=r"bad.jsonl:1: \"tail\" span \[9, 99\] is not inside the text"):
+        read_examples(bad, "relation")
+    bad.write_text('{"text": "Paris", "labels": "city", "mention": {"span": [0, 5]}}\n')
+    with pytest.raises(KGFormatError, match=r"bad.jsonl:1.*list of type names"):
+        read_examples(bad, "typing")
