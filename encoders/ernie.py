@@ -86,6 +86,8 @@ class ErnieFusion(nn.Module):
         self.project = nn.Sequential(nn.Linear(vectors.shape[1], hidden), nn.LayerNorm(hidden))
         self.layers = list(layers)
         self.aggregators = nn.ModuleList(Aggregator(hidden, dropout) for _ in self.layers)
+        self.focus_project = nn.Sequential(nn.Linear(vectors.shape[1], hidden), nn.LayerNorm(hidden))
+        self.dropout = nn.Dropout(dropout)
         self._stream: EntityStream | None = None
         self._entities: torch.Tensor | None = None
         stack = encoder_layers(base)
@@ -100,6 +102,24 @@ class ErnieFusion(nn.Module):
             yield
         finally:
             self._stream = self._entities = None
+
+    def focus_features(self, rows: torch.Tensor) -> torch.Tensor:
+        """float[batch, n * hidden] for rows LongTensor[batch, spans] (-1: no vector): each focus
+        entity's vector projected, and for a pair also the TransE translation tail − head, the
+        relation the KG's geometry suggests (the pair's own triples are never needed for it)."""
+        known = (rows >= 0).unsqueeze(-1).float()
+        vecs = self.vectors(rows.clamp(min=0)) * known
+        parts = [vecs]
+        if rows.shape[1] == 2:
+            both = known[:, :1] * known[:, 1:]
+            parts.append((vecs[:, 1:] - vecs[:, :1]) * both)
+        feats = torch.cat(parts, 1)
+        present = torch.cat([known, known[:, :1] * known[:, 1:]], 1) if rows.shape[1] == 2 else known
+        return (self.dropout(self.focus_project(feats)) * present).flatten(1)
+
+    @staticmethod
+    def focus_slots(spans: int) -> int:
+        return spans + (1 if spans == 2 else 0)
 
     def _hook(self, slot: int) -> Callable[[nn.Module, object, object], object]:
         def fuse(module: nn.Module, args: object, output: object) -> object:

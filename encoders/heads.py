@@ -16,18 +16,22 @@ class Head(nn.Module):
     multi_label = False
     inputs = 1
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float) -> None:
+    def __init__(self, hidden: int, num_labels: int, dropout: float, extra: int = 0) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden * self.inputs, num_labels)
+        self.classifier = nn.Linear(hidden * self.inputs + extra, num_labels)
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor, focus: torch.Tensor, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """hidden: float[batch, length, hidden]; mask: float[batch, length], 1 on sentence pieces;
-        focus: LongTensor[batch, spans], first piece of each focus span. → float[batch, labels]."""
-        return self.classifier(self.dropout(self.pool(hidden, mask, focus)))
+        focus: LongTensor[batch, spans], first piece of each focus span; extra: float[batch, extra]
+        features read beside the pooled text (ERNIE's entity features). → float[batch, labels]."""
+        pooled = self.dropout(self.pool(hidden, mask, focus))
+        return self.classifier(pooled if extra is None else torch.cat([pooled, extra], -1))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, targets)

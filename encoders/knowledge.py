@@ -125,11 +125,20 @@ def knowledge_for(
 
 
 def link_examples(examples: list[Example], linker: Linker) -> int:
-    """Give examples that name no entities the ones `kg.link` finds in their text; returns how many."""
-    todo = [ex for ex in examples if not ex.entities]
+    """Fill in what `kg.link` finds: a QID for focus spans given without one (the linked mention
+    that overlaps it), and every other linked mention as context. Returns how many were added."""
+    todo = [ex for ex in examples if not all(s.qid for s in ex.entities) or len(ex.entities) == len(ex.focus)]
     found = linker.link_many([ex.text for ex in todo]) if todo else []
     n = 0
     for ex, linked in zip(todo, found, strict=True):
-        ex.entities = [EntitySpan(e.start, e.end, e.qid) for e in linked if e.qid]
-        n += len(ex.entities)
+        hits = [EntitySpan(e.start, e.end, e.qid) for e in linked if e.qid]
+        focus = []
+        for s in ex.focus:
+            match = next((h for h in hits if h.start < s.end and s.start < h.end), None)
+            focus.append(EntitySpan(s.start, s.end, match.qid) if not s.qid and match else s)
+        taken = {(s.start, s.end) for s in ex.entities}
+        extra = [h for h in hits if (h.start, h.end) not in taken]
+        n += len(extra) + sum(a != b for a, b in zip(focus, ex.focus, strict=True))
+        ex.entities = focus + [e for e in ex.entities if e not in ex.focus] + extra
+        ex.focus = tuple(focus)
     return n

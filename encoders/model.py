@@ -43,6 +43,7 @@ class EncoderConfig:
     max_entities: int = 16
     dropout: float = 0.1
     freeze_entities: bool = True
+    entity_features: bool = True  # ERNIE: the head also reads the focus entities' vectors
     text_model: str = ""  # where the text model came from (provenance only)
     kg: str = ""
     transe: str = ""
@@ -63,7 +64,8 @@ class Batch:
     for K-BERT the visible matrix as float[batch, 1, length, length]; positions: LongTensor[batch,
     length] soft positions (K-BERT) or None; main: float[batch, length], 1 on sentence pieces;
     focus: LongTensor[batch, spans], the first piece of each focus span; stream: the ERNIE
-    entity stream or None; targets: LongTensor[batch] or float[batch, labels] or None.
+    entity stream or None; targets: LongTensor[batch] or float[batch, labels] or None;
+    focus_rows: LongTensor[batch, spans], each focus entity's vector row (-1: none), ERNIE only.
     """
 
     input_ids: torch.Tensor
@@ -73,6 +75,7 @@ class Batch:
     focus: torch.Tensor
     stream: EntityStream | None
     targets: torch.Tensor | None = None
+    focus_rows: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         def move(t: Any) -> Any:
@@ -87,6 +90,7 @@ class Batch:
             move(self.focus),
             stream,
             move(self.targets),
+            move(self.focus_rows),
         )
 
 
@@ -133,14 +137,19 @@ class KnowledgeEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.knowledge = knowledge
         hidden = int(base.config.hidden_size)  # type: ignore[union-attr,arg-type]
-        self.head = HEADS[cfg.task](hidden, len(cfg.labels), cfg.dropout)
         self.label_index = {label: i for i, label in enumerate(cfg.labels)}
         self.fusion: ErnieFusion | None = None
+        extra = 0
         if cfg.knowledge == "ernie":
             depth = len(encoder_layers(base))
             layers = cfg.fusion_layers or list(range(depth // 2, depth))
             cfg.fusion_layers = layers
             self.fusion = ErnieFusion(base, knowledge.vectors, layers, cfg.dropout, cfg.freeze_entities)
+            spans = {"sequence": 0, "relation": 2, "typing": 1}[cfg.task]
+            extra = hidden * ErnieFusion.focus_slots(spans) if cfg.entity_features and spans else 0
+            self.focus_spans = spans
+        self.head_extra = extra > 0
+        self.head = HEADS[cfg.task](hidden, len(cfg.labels), cfg.dropout, extra)
         self._branch_cache: dict[str, list[list[int]]] = {}
 
     # ---- building -------------------------------------------------------------------------------
@@ -254,7 +263,8 @@ class KnowledgeEncoder(nn.Module):
                 for s, r in zip(spans, ranges, strict=True)
                 if r is not None and s.qid and self.knowledge.row(s.qid) >= 0
             ][: self.cfg.max_entities]
-            rows.append({"tree": tree, "focus": focus, "stream": stream})
+            focus_rows = [self.knowledge.row(s.qid) if s.qid else -1 for s in spans[: len(ex.focus)]]
+            rows.append({"tree": tree, "focus": focus, "stream": stream, "focus_rows": focus_rows})
         return self._pad(rows, self.targets(examples) if with_targets else None)
 
     def _pad(self, rows: list[dict[str, Any]], targets: torch.Tensor | None) -> Batch:
@@ -267,6 +277,7 @@ class KnowledgeEncoder(nn.Module):
         main = torch.zeros(b, length)
         n_focus = max(1, max(len(r["focus"]) for r in rows))
         focus = torch.zeros(b, n_focus, dtype=torch.long)
+        focus_rows = torch.full((b, n_focus), -1, dtype=torch.long)
         n_ent = max((len(r["stream"]) for r in rows), default=0)
         ent_rows = torch.full((b, n_ent), -1, dtype=torch.long)
         ent_pos = torch.zeros(b, n_ent, dtype=torch.long)
@@ -278,6 +289,7 @@ class KnowledgeEncoder(nn.Module):
             padding[i, :n] = 1
             main[i, tree.main[1:-1]] = 1.0
             focus[i, : len(r["focus"])] = torch.tensor(r["focus"], dtype=torch.long)
+            focus_rows[i, : len(r["focus_rows"])] = torch.tensor(r["focus_rows"], dtype=torch.long)
             for j, (row, pos) in enumerate(r["stream"]):
                 ent_rows[i, j], ent_pos[i, j] = row, pos
         kbert = self.cfg.knowledge == "kbert"
@@ -289,6 +301,7 @@ class KnowledgeEncoder(nn.Module):
             focus=focus,
             stream=EntityStream(ent_rows, ent_pos) if self.fusion is not None and n_ent else None,
             targets=targets,
+            focus_rows=focus_rows,
         )
 
     # ---- forward --------------------------------------------------------------------------------
@@ -304,4 +317,7 @@ class KnowledgeEncoder(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """float[batch, labels]: the head's logits."""
-        return self.head(self.hidden(batch), batch.main, batch.focus)
+        extra = None
+        if self.fusion is not None and self.head_extra and batch.focus_rows is not None:
+            extra = self.fusion.focus_features(batch.focus_rows[:, : self.focus_spans])
+        return self.head(self.hidden(batch), batch.main, batch.focus, extra)

@@ -155,3 +155,19 @@ def test_bad_examples_name_file_line_and_fix(tmp_path: Path) -> None:
     bad.write_text('{"text": "Paris", "labels": "city", "mention": {"span": [0, 5]}}\n')
     with pytest.raises(KGFormatError, match=r"bad.jsonl:1.*list of type names"):
         read_examples(bad, "typing")
+
+
+def test_link_fills_missing_qids_and_adds_context() -> None:
+    from encoders.knowledge import link_examples
+    from kg.link.linker import Linker
+
+    ex = Example(
+        "Barack Obama visited Paris and met Angela Merkel.",
+        ["x"],
+        (EntitySpan(0, 12),),
+        [EntitySpan(0, 12)],
+    )
+    added = link_examples([ex], Linker.load())
+    assert ex.focus[0].qid == "Q76" and ex.entities[0] == ex.focus[0]
+    assert added >= 2 and {"Q76", "Q90"} <= {e.qid for e in ex.entities}
+    assert len({(e.start, e.end) for e in ex.entities}) == len(ex.entities)
