@@ -21,8 +21,7 @@ from encoders.heads import HEADS
 from encoders.kbert import build_tree, visible_to_mask
 from encoders.knowledge import KnowledgeSource
 from encoders.text import ModelNotFoundError, default_model_path
-from kg.errors import KGFormatError
-from kg.storage import atomic_dir
+from kg.storage import atomic_dir, read_model_config
 
 FORMAT = "kgpipe-encoder/1"
 KNOWLEDGE = ("none", "ernie", "kbert")
@@ -191,22 +190,7 @@ class KnowledgeEncoder(nn.Module):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         folder = Path(folder)
-        config_path = folder / "config.json"
-        if not config_path.exists() or not (folder / "model.safetensors").exists():
-            raise KGFormatError(
-                folder,
-                None,
-                "not an encoder folder (no config.json / model.safetensors)",
-                "Give a folder written by `kgpipe encoder finetune`",
-            )
-        values = json.loads(config_path.read_text())
-        if values.get("format") != FORMAT:
-            raise KGFormatError(
-                config_path,
-                1,
-                f"format is {values.get('format')!r}, not {FORMAT!r}",
-                "Give a folder written by `kgpipe encoder finetune`",
-            )
+        values = read_model_config(folder, FORMAT, "an encoder folder", "kgpipe encoder finetune")
         cfg = EncoderConfig(**values)
         hf_config = AutoConfig.from_pretrained(folder / "text_model", local_files_only=True)
         base = AutoModel.from_config(hf_config, add_pooling_layer=False)

@@ -74,3 +74,25 @@ def sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_model_config(folder: Path, fmt: str, what: str, writer: str) -> dict[str, Any]:
+    """config.json of a saved model folder (with model.safetensors beside it), checked to be `fmt`.
+
+    `what` names the kind of folder in the error ("a TransE checkpoint"), `writer` the command
+    that writes one.
+    """
+    from kg.errors import KGFormatError
+
+    config_path = folder / "config.json"
+    fix = f"Give a folder written by `{writer}`"
+    if not config_path.exists() or not (folder / "model.safetensors").exists():
+        raise KGFormatError(folder, None, f"not {what} (no config.json / model.safetensors)", fix)
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise KGFormatError(config_path, e.lineno, f"invalid JSON ({e.msg})", fix) from e
+    if not isinstance(config, dict) or config.get("format") != fmt:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise KGFormatError(config_path, 1, f"format is {found!r}, not {fmt!r}", fix)
+    return config

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -160,10 +161,15 @@ def kg_eval(
     from kg.embed import evaluate_checkpoint
 
     result = evaluate_checkpoint(model_dir, _load(data, format), split, device)
+    _print_result(result, as_json, f"{model_dir} on {data} ({split}, filtered)")
+
+
+def _print_result(result: Mapping[str, object], as_json: bool, title: str) -> None:
+    """One JSON object on stdout, or a one-row table."""
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"{model_dir} on {data} ({split}, filtered)")
+    table = Table(title=title)
     for key in result:
         table.add_column(key, justify="right")
     table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in result.values()))
@@ -270,10 +276,10 @@ def encoder_finetune(
         net, train_ex, dev_ex, FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     )
     net.save(out)
-    result = {"dev": evaluate(net, dev_ex), **summary(history)}
+    result = {**summary(history), "best_dev": evaluate(net, dev_ex)}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     console.print(
-        f"{task}/{knowledge}: dev macro-F1 {result['dev']['macro_f1']:.4f}, micro-F1 {result['dev']['micro_f1']:.4f} "
+        f"{task}/{knowledge}: dev macro-F1 {result['best_dev']['macro_f1']:.4f}, micro-F1 {result['best_dev']['micro_f1']:.4f} "
         f"(best epoch {history.best_epoch}, {history.seconds:.0f} s) -> {out}"
     )
 
@@ -306,14 +312,7 @@ def encoder_eval(
     if link:
         _link_examples(examples, Path(net.cfg.kg) if net.cfg.kg else None)
     result = {**evaluate(net, examples), "task": net.cfg.task, "knowledge": net.cfg.knowledge}
-    if as_json:
-        print(json.dumps(result))
-        return
-    table = Table(title=f"{model_dir} on {data}")
-    for key in result:
-        table.add_column(key, justify="right")
-    table.add_row(*(str(v) for v in result.values()))
-    Console().print(table)
+    _print_result(result, as_json, f"{model_dir} on {data}")
 
 
 @app.command("demo")

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kg.embed.model import TransE, TransEConfig, pairwise_distance
-from kg.errors import KGFormatError, UnknownEntityError
+from kg.errors import UnknownEntityError
 from kg.graph import KnowledgeGraph
-from kg.storage import atomic_dir, write_json
+from kg.storage import atomic_dir, read_model_config, write_json
 
 FORMAT = "kgpipe-transe"
 
@@ -86,22 +85,7 @@ class EntityVectors:
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> EntityVectors:
         folder = Path(folder)
-        config_path = folder / "config.json"
-        if not config_path.exists() or not (folder / "model.safetensors").exists():
-            raise KGFormatError(
-                folder,
-                None,
-                "not a TransE checkpoint (no config.json / model.safetensors)",
-                "Give a folder written by `kgpipe kg train`",
-            )
-        config = json.loads(config_path.read_text())
-        if config.get("format") != FORMAT:
-            raise KGFormatError(
-                config_path,
-                1,
-                f"format is {config.get('format')!r}, not {FORMAT!r}",
-                "Give a folder written by `kgpipe kg train`",
-            )
+        config = read_model_config(folder, FORMAT, "a TransE checkpoint", "kgpipe kg train")
         tensors = load_file(folder / "model.safetensors")
         model_cfg = TransEConfig(**config["model"])
         model = TransE(model_cfg)
