@@ -200,6 +200,32 @@ def table(results: dict[str, Any]) -> None:
         print(f"| {mode} | " + " | ".join(cells) + f" | {len(xs)} |")
 
 
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Bars: mean score per mode on all / covered / uncovered test instances, seed std as whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "macro_f1" if results.get("setup", {}).get("task") == "relation" else "micro_f1"
+    modes = [m for m in ("none", "ernie", "kbert") if m in results]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for j, part in enumerate(("all", "covered", "uncovered")):
+        means = [100 * statistics.mean(results[m][f"{key}_{part}"]) for m in modes]
+        sds = [100 * statistics.pstdev(results[m][f"{key}_{part}"]) for m in modes]
+        xs = [i + (j - 1) * 0.27 for i in range(len(modes))]
+        ax.bar(xs, means, 0.27, yerr=sds, capsize=3, label=part)
+    ax.set_xticks(range(len(modes)), modes)
+    lows = [100 * min(results[m][f"{key}_{p}"]) for m in modes for p in ("all", "covered", "uncovered")]
+    ax.set_ylim(max(0, min(lows) - 5), 100)
+    ax.set_ylabel(f"test {key.replace('_', '-')} (%)")
+    ax.set_title(f"FewRel {results.get('setup', {}).get('task', '')}: text-only vs knowledge")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def typing_examples() -> dict[str, list[Example]]:
     """Each FewRel head and tail as a mention; labels: its CoDEx types with >= 100 examples in train."""
     types = json.loads((SHARED / "kg/codex/entity2types.json").read_text())
@@ -240,7 +266,11 @@ def main() -> None:
     elif args.step == "typing":
         run("typing", args.modes, args.seeds, args.epochs, "fewrel_typing.json")
     else:
-        table(json.loads((RESULTS / "fewrel.json").read_text()))
+        for name in ("fewrel.json", "fewrel_typing.json"):
+            if (RESULTS / name).exists():
+                results = json.loads((RESULTS / name).read_text())
+                table(results)
+                plot(results, (RESULTS / name).with_suffix(".png"))
 
 
 if __name__ == "__main__":
