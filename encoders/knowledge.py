@@ -54,9 +54,6 @@ class KnowledgeSource:
         """The vector row of an entity, or -1 when it has none."""
         return self._rows.get(qid, -1)
 
-    def covers(self, qid: str) -> bool:
-        return qid in self._rows or qid in self.branches
-
     @classmethod
     def empty(cls) -> KnowledgeSource:
         return cls([], torch.zeros(0, 0))
@@ -77,7 +74,7 @@ class KnowledgeSource:
         """
         triples = kg.all_triples()
         if len(triples) == 0:
-            return cls([], torch.zeros(0, 0))
+            return cls.empty()
         rel_count = np.bincount(triples[:, 1], minlength=kg.num_relations)
         degree = np.bincount(np.concatenate([triples[:, 0], triples[:, 2]]), minlength=kg.num_entities)
         names = [relation_name(kg, r) for r in range(kg.num_relations)]

@@ -242,12 +242,13 @@ class KnowledgeEncoder(nn.Module):
                         grafts.append((r[0], r[1], self._branches(span.qid)))
             tree = build_tree(ids, grafts, tok.cls_token_id, tok.sep_token_id)
             focus = [tree.main[r[0] + 1] if r else 0 for r in ranges[: len(ex.focus)]]
+            rows_of = [self.knowledge.row(s.qid) if s.qid else -1 for s in spans]
             stream = [
-                (self.knowledge.row(s.qid), tree.main[r[0] + 1])
-                for s, r in zip(spans, ranges, strict=True)
-                if r is not None and s.qid and self.knowledge.row(s.qid) >= 0
+                (row, tree.main[r[0] + 1])
+                for row, r in zip(rows_of, ranges, strict=True)
+                if r is not None and row >= 0
             ][: self.cfg.max_entities]
-            focus_rows = [self.knowledge.row(s.qid) if s.qid else -1 for s in spans[: len(ex.focus)]]
+            focus_rows = rows_of[: len(ex.focus)]
             rows.append({"tree": tree, "focus": focus, "stream": stream, "focus_rows": focus_rows})
         return self._pad(rows, self.targets(examples) if with_targets else None)
 
@@ -256,7 +257,8 @@ class KnowledgeEncoder(nn.Module):
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((b, length), pad, dtype=torch.long)
         positions = torch.zeros(b, length, dtype=torch.long)
-        visible = torch.zeros(b, length, length, dtype=torch.bool)
+        kbert = self.cfg.knowledge == "kbert"
+        visible = torch.zeros(b, length, length, dtype=torch.bool) if kbert else None
         padding = torch.zeros(b, length, dtype=torch.long)
         main = torch.zeros(b, length)
         n_focus = max(1, max(len(r["focus"]) for r in rows))
@@ -269,17 +271,17 @@ class KnowledgeEncoder(nn.Module):
             tree, n = r["tree"], len(r["tree"].ids)
             ids[i, :n] = torch.tensor(tree.ids)
             positions[i, :n] = torch.tensor(tree.positions)
-            visible[i, :n, :n] = tree.visible
+            if visible is not None:
+                visible[i, :n, :n] = tree.visible
             padding[i, :n] = 1
             main[i, tree.main[1:-1]] = 1.0
             focus[i, : len(r["focus"])] = torch.tensor(r["focus"], dtype=torch.long)
             focus_rows[i, : len(r["focus_rows"])] = torch.tensor(r["focus_rows"], dtype=torch.long)
             for j, (row, pos) in enumerate(r["stream"]):
                 ent_rows[i, j], ent_pos[i, j] = row, pos
-        kbert = self.cfg.knowledge == "kbert"
         return Batch(
             input_ids=ids,
-            attention=visible_to_mask(visible, torch.float32) if kbert else padding,
+            attention=visible_to_mask(visible, torch.float32) if visible is not None else padding,
             positions=positions if kbert else None,
             main=main,
             focus=focus,

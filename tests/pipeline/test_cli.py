@@ -73,26 +73,20 @@ def test_demo_on_another_kg_trains_transe_itself(kg_dir: Path) -> None:
     assert "Nearest entities in TransE space" in p.stdout
 
 
+ENCODER_FIXTURES = Path(__file__).parents[1] / "fixtures" / "encoders"
+
+
+def finetune(train: Path, knowledge: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`kgpipe encoder finetune relation` on `train`, with the fixture dev set."""
+    dev = str(ENCODER_FIXTURES / "relation_dev.jsonl")
+    args = ("--train", str(train), "--dev", dev, "--knowledge", knowledge, "--out", str(out))
+    return run("encoder", "finetune", "relation", *args, *extra)
+
+
 def test_encoder_finetune_then_eval_json(tmp_path: Path) -> None:
-    fix = Path(__file__).parents[1] / "fixtures" / "encoders"
+    fix = ENCODER_FIXTURES
     out = tmp_path / "enc"
-    done = run(
-        "encoder",
-        "finetune",
-        "relation",
-        "--train",
-        str(fix / "relation_train.jsonl"),
-        "--dev",
-        str(fix / "relation_dev.jsonl"),
-        "--knowledge",
-        "ernie",
-        "--out",
-        str(out),
-        "--seed",
-        "1",
-        "--epochs",
-        "2",
-    )
+    done = finetune(fix / "relation_train.jsonl", "ernie", out, "--seed", "1", "--epochs", "2")
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").exists() and (out / "config.json").exists()
     assert json.loads((out / "config.json").read_text())["knowledge"] == "ernie"
@@ -104,21 +98,10 @@ def test_encoder_finetune_then_eval_json(tmp_path: Path) -> None:
 
 
 def test_encoder_rejects_unknown_knowledge_and_bad_files(tmp_path: Path) -> None:
-    fix = Path(__file__).parents[1] / "fixtures" / "encoders"
-    common = ["--dev", str(fix / "relation_dev.jsonl"), "--out", str(tmp_path / "x")]
-    done = run(
-        "encoder",
-        "finetune",
-        "relation",
-        "--train",
-        str(fix / "relation_train.jsonl"),
-        "--knowledge",
-        "graph",
-        *common,
-    )
+    done = finetune(ENCODER_FIXTURES / "relation_train.jsonl", "graph", tmp_path / "x")
     assert done.returncode == 2 and "--knowledge must be one of none, ernie, kbert" in done.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "Paris", "label": "x", "head": {"span": [0, 5]}}\n')
-    done = run("encoder", "finetune", "relation", "--train", str(bad), "--knowledge", "none", *common)
+    done = finetune(bad, "none", tmp_path / "x")
     assert done.returncode == 2 and "bad.jsonl:1" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "x").exists()
