@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from encoders.text import text_embedder
+from kg.link.aliases import Candidate
 from kg.link.disambiguate import Scorer, featurize
 from kg.link.linker import Linker, bundled_scorer_path
 from kg.link.mentions import given_mentions
@@ -42,9 +43,12 @@ def gold_of(doc: dict, qids: set[str]) -> set[tuple[int, int, str]]:
     }
 
 
-def examples(linker: Linker, docs: list[dict], qids: set[str]) -> tuple[list[np.ndarray], list[int]]:
-    """Per detected mention: its candidates' feature rows and the gold row (-1: NIL or not found)."""
-    groups, gold_rows = [], []
+def examples(
+    linker: Linker, docs: list[dict], qids: set[str]
+) -> list[tuple[list[list[Candidate]], list[np.ndarray], list[int]]]:
+    """Per document, per detected mention: its candidates, their feature rows and the gold row
+    (-1: NIL or not among the candidates)."""
+    out = []
     texts = [d["text"] for d in docs]
     for doc, sdoc, vec in zip(
         docs, linker.nlp.pipe(texts, batch_size=32), linker.doc_vectors(texts), strict=True
@@ -52,22 +56,21 @@ def examples(linker: Linker, docs: list[dict], qids: set[str]) -> tuple[list[np.
         gold = {(s, e): q for s, e, q in gold_of(doc, qids)}
         mentions = linker.finder.find(sdoc)
         cands = linker.candidates.generate(mentions)
-        for m, cs, f in zip(mentions, cands, featurize(linker.context, mentions, cands, vec), strict=True):
-            if not cs:
-                continue
+        rows = []
+        for m, cs in zip(mentions, cands, strict=True):
             target = gold.get((m.start, m.end))
-            rows = [i for i, c in enumerate(cs) if linker.kg.qids[c.entity] == target]
-            groups.append(f)
-            gold_rows.append(rows[0] if rows else -1)
-    return groups, gold_rows
+            rows.append(next((i for i, c in enumerate(cs) if linker.kg.qids[c.entity] == target), -1))
+        out.append((cands, featurize(linker.context, mentions, cands, vec), rows))
+    return out
 
 
 def train(args: argparse.Namespace) -> None:
     linker = Linker.load(scorer=Scorer(), embed=text_embedder())
     qids = {q for q in linker.kg.qids if q}
     docs = [d for name in TRAIN_SETS for d in load(name)]
-    groups, gold = examples(linker, docs, qids)
-    linker.scorer.fit(groups, gold)
+    documents = examples(linker, docs, qids)
+    linker.scorer.fit_documents(linker.context, documents)
+    gold = [g for cands, _, golds in documents for cs, g in zip(cands, golds, strict=True) if cs]
     preds = predictions(linker, docs, qids)
     best = max(
         ((t, f1_at(docs, qids, preds, t)["f1"]) for t in np.arange(0.2, 0.85, 0.05)), key=lambda p: p[1]
@@ -77,7 +80,7 @@ def train(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     linker.scorer.save(out)
     print(
-        f"trained on {', '.join(TRAIN_SETS)}: {len(docs)} docs, {len(groups):,} mentions ({sum(g >= 0 for g in gold):,} with gold among candidates); "
+        f"trained on {', '.join(TRAIN_SETS)}: {len(docs)} docs, {len(gold):,} mentions ({sum(g >= 0 for g in gold):,} with gold among candidates); "
         f"threshold {linker.scorer.threshold} (F1 {best[1]:.3f} on the training sets) -> {out}"
     )
 

@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -447,7 +447,7 @@ def save_kg(kg: KnowledgeGraph, out: str | Path) -> Path:
                 "version": 1,
                 "name": kg.name,
                 "source": kg.source,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "counts": kg.summary(),
                 "sha256": {f: sha256(tmp / f) for f in files},
             },

@@ -2,6 +2,8 @@
 
 Priors come from the evidence the KG gives: whether a name is the entity's label or an alias, and
 how connected the entity is (degree); `AliasTable.lookup` is exact, `fuzzy` uses rapidfuzz.
+Countries also get the names and demonyms the `countryinfo` package knows ('Holland', 'UK',
+'Dutch', 'Israelis'): news text names countries by their adjectives far more often than by label.
 """
 
 from __future__ import annotations
@@ -28,6 +30,24 @@ _FORMS = re.compile(
 )
 
 
+def _country_names() -> list[tuple[set[str], str]]:
+    """(other names and demonyms, normalised name) of each country `countryinfo` knows; ISO codes
+    other than 'UK'/'USA'-style ones in common use are left out ('CH', 'AND' are words)."""
+    from countryinfo import all_countries
+
+    out = []
+    for c in all_countries():
+        info = c.info()
+        codes = set((info.get("ISO") or {}).values())
+        names = {normalize(a) for a in c.alt_spellings() if a not in codes or a in ("UK", "USA")}
+        for demonym in (c.demonym() or "").split(","):
+            key = normalize(demonym)
+            if key:
+                names |= {key, key + "s"} if key.endswith(("an", "i")) else {key}  # Israelis, Americans
+        out.append(({n for n in names if len(n) >= 2}, normalize(c.name())))
+    return out
+
+
 def normalize(name: str) -> str:
     """Case-folded, accents stripped, '.' dropped (U.N. = UN), spaces collapsed, edge punctuation trimmed."""
     decomposed = unicodedata.normalize("NFKD", name)
@@ -46,7 +66,7 @@ class Candidate:
 
     entity: int
     prior: float
-    source: str  # "alias", "fuzzy", "coref", "graph", "dense"
+    source: str  # "alias", "fuzzy", "coref", "graph", "longer", "demonym"
     name_score: float = 1.0
 
 
@@ -72,6 +92,14 @@ class AliasTable:
                 for variant, vw in ((key, w), (short_form(key), w * SHORT_WEIGHT)):
                     if len(variant) >= 2:
                         weight[variant][i] = max(weight[variant].get(i, 0.0), vw * pop)
+        for other_names, country in _country_names():
+            named = weight.get(country, {})
+            if not named:
+                continue
+            e = max(named, key=lambda x: named[x])  # the best-connected entity of that name
+            pop = (1.0 + degree[e]) ** popularity
+            for other in other_names:
+                weight[other][e] = max(weight[other].get(e, 0.0), ALIAS_WEIGHT * pop)
         table = {}
         for key, ents in weight.items():
             total = sum(ents.values())

@@ -1,5 +1,6 @@
-"""Candidate generation: alias table, in-document coreference of partial names, fuzzy names, and
-graph expansion (KG neighbours of an alias match, e.g. a city's sports teams).
+"""Candidate generation: alias table, in-document coreference of partial names, fuzzy names, longer
+names that start with the mention ('Luton' → Luton Town F.C.), and graph expansion (KG neighbours of
+an alias match, e.g. a city's sports teams).
 
 `CandidateGenerator.generate` returns, per mention, up to `k` candidates with their evidence.
 """
@@ -31,6 +32,7 @@ class CandidateGenerator:
     k: int = 30
     fuzzy: bool = True
     graph_expansion: int = 25  # neighbours added per mention, best-connected first (0: off)
+    longer_names: int = 10  # entities whose name starts with the mention, best-connected first (0: off)
     places: dict[str, list[int]] | None = None  # first three letters of a place's name → places
 
     def generate(self, mentions: list[Mention]) -> list[list[Candidate]]:
@@ -51,11 +53,23 @@ class CandidateGenerator:
             if self.graph_expansion:
                 for c in self._expand(normalize(m.text), list(cands.values())[:3]):
                     cands.setdefault(c.entity, c)
+            if self.longer_names and m.label != "PERSON":
+                for c in self._named_longer(normalize(m.text)):
+                    cands.setdefault(c.entity, c)
             if _DEMONYM.search(m.text) or m.label == "NORP":
                 for c in self._places_named_like(normalize(m.text)):
                     cands.setdefault(c.entity, c)
             found.append(sorted(cands.values(), key=lambda c: -c.prior)[: self.k])
         return found
+
+    def names_something(self, m: Mention) -> bool:
+        """Whether the span finds entities by its own name: exactly, fuzzily or as a demonym."""
+        key = normalize(m.text)
+        return bool(
+            self.aliases.lookup(m.text, 1)
+            or (self.fuzzy and len(key) > 3 and self.aliases.fuzzy(m.text, k=1))
+            or ((_DEMONYM.search(m.text) or m.label == "NORP") and self._places_named_like(key))
+        )
 
     def _coreferent(
         self, m: Mention, earlier: list[Mention], earlier_cands: list[list[Candidate]]
@@ -89,11 +103,43 @@ class CandidateGenerator:
                     out.append(Candidate(n, seed.prior * 0.1, "graph", 0.0))
         return out
 
+    def _named_longer(self, key: str) -> list[Candidate]:
+        """Entities whose name is the mention plus more words: a place standing for its team or
+        club ('Luton' → Luton Town F.C., 'Cincinnati' → Cincinnati Reds), a short form of an
+        organisation ('Red Star' → Red Star Belgrade). Person names are left to coreference."""
+        if len(key) < 3:
+            return []
+        found = [
+            i
+            for i in self._by_first_word.get(key.split(" ", 1)[0], [])
+            if self._labels[i].startswith(key + " ")
+        ][: self.longer_names]
+        total = float(sum(self._degree[i] for i in found)) or 1.0
+        return [Candidate(i, 0.1 * self._degree[i] / total, "longer", 0.0) for i in found]
+
+    @cached_property
+    def _by_first_word(self) -> dict[str, list[int]]:
+        """Entities with a name of two or more words, by its first word, best-connected first."""
+        index: dict[str, list[int]] = {}
+        for i, label in enumerate(self._labels):
+            if " " in label and self.kg.qids[i]:
+                index.setdefault(label.split(" ", 1)[0], []).append(i)
+        for ids in index.values():
+            ids.sort(key=lambda i: -self._degree[i])
+        return index
+
     def _places_named_like(self, key: str) -> list[Candidate]:
         """Places whose name shares the mention's stem: 'Israeli' → Israel, 'Mexican' → Mexico."""
-        if len(key) < 4 or " " in key:
+        if len(key) < 4:
             return []
-        found = [i for i in self._places.get(key[:3], []) if _related_name(key, self._labels[i])]
+        if " " in key:  # 'latin american' → Latin America, 'south korean' → South Korea
+            found = [
+                i
+                for i in self._places.get(key[:3], [])
+                if self._labels[i].startswith(key[:-3]) and abs(len(self._labels[i]) - len(key)) <= 3
+            ]
+        else:
+            found = [i for i in self._places.get(key[:3], []) if _related_name(key, self._labels[i])]
         total = float(sum(self._degree[i] for i in found)) or 1.0
         return [Candidate(i, 0.5 * self._degree[i] / total, "demonym", 0.0) for i in found[:5]]
 

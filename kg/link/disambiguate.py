@@ -2,6 +2,10 @@
 
 Features: prior, name similarity, exact label match, NER-type/KG-type agreement, popularity,
 graph coherence with the document's other candidates, and the candidate's source.
+
+A second, collective pass re-scores every candidate against the first pass's choices for the other
+mentions of its document: how alike their descriptions are (a sports page's 'Luton' is the club when
+the page's other names are clubs) and how many of them are its KG neighbours.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ FEATURES = [
     "src_fuzzy",
     "src_graph",
     "src_demonym",
+    "src_longer",
     "ner_mention",
     "all_caps",
     "alias_caps",
@@ -47,6 +52,7 @@ FEATURES = [
     "context_sim",
     "context_best",
 ]
+COLLECTIVE = ["doc_kind", "doc_kind_best", "doc_neighbours"]
 NER_COARSE = {"PERSON": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC", "NORP": "LOC"}
 # Freebase relation prefixes that say what their head entity is
 RELATION_TYPES = (
@@ -142,6 +148,7 @@ def featurize(
                     float(c.source == "fuzzy"),
                     float(c.source == "graph"),
                     float(c.source == "demonym"),
+                    float(c.source == "longer"),
                     float(m.label != "ALIAS"),
                     float(m.text.isupper()),
                     float(m.label == "ALIAS" and m.text.isupper()),
@@ -162,6 +169,48 @@ def featurize(
     return out
 
 
+def collective_features(
+    ctx: Context, candidates: list[list[Candidate]], probs: list[np.ndarray]
+) -> list[np.ndarray]:
+    """float32[n_candidates, len(COLLECTIVE)] per mention, from the first pass's `probs` over each
+    mention's candidates: description similarity to the other mentions' expected entities, and
+    the probability mass of the other mentions that sits on the candidate's KG neighbours."""
+    n = len(candidates)
+    out = [np.zeros((len(c), len(COLLECTIVE)), np.float32) for c in candidates]
+    if n < 2:
+        return out
+    adj = ctx.kg.adjacency
+    mass: dict[int, np.ndarray] = {}  # entity → probability mass per mention
+    for j, (cands, p) in enumerate(zip(candidates, probs, strict=True)):
+        for c, pj in zip(cands, p, strict=True):
+            mass.setdefault(c.entity, np.zeros(n, np.float32))[j] += pj
+    expected = None
+    if ctx.vectors is not None:
+        expected = np.stack(
+            [
+                p @ ctx.vectors[[c.entity for c in cands]] if len(cands) else np.zeros(ctx.vectors.shape[1])
+                for cands, p in zip(candidates, probs, strict=True)
+            ]
+        )
+    for i, cands in enumerate(candidates):
+        if not cands:
+            continue
+        block = out[i]
+        if expected is not None and ctx.vectors is not None:
+            sims = ctx.vectors[[c.entity for c in cands]] @ np.delete(expected, i, axis=0).T
+            block[:, 0] = sims.mean(axis=1)
+            block[:, 1] = block[:, 0] >= block[:, 0].max() - 1e-6
+        for r, c in enumerate(cands):
+            neigh = adj.neighbor[adj.row(c.entity)]
+            linked = np.zeros(n, np.float32)
+            for e in np.unique(neigh).tolist():
+                if e in mass:
+                    linked += mass[e]
+            linked[i] = 0.0
+            block[r, 2] = np.minimum(linked, 1.0).sum() / (n - 1)
+    return out
+
+
 @dataclass
 class Scorer:
     """Two small models over FEATURES, saved as JSON.
@@ -176,6 +225,29 @@ class Scorer:
     confidence: np.ndarray = field(default_factory=lambda: np.r_[_default_weights(), 0.0, 0.0])
     threshold: float = 0.5
     hidden: dict[str, np.ndarray] = field(default_factory=dict)  # w1 [F, H], b1 [H], w2 [H]
+    collective: Scorer | None = None  # the second pass, over FEATURES + COLLECTIVE
+
+    def decide(
+        self, ctx: Context, candidates: list[list[Candidate]], features: list[np.ndarray]
+    ) -> list[tuple[int, float]]:
+        """(best candidate row, P(it is right)) per mention of one document; (-1, 0.0) where a
+        mention has no candidates. Runs the collective pass when one was trained."""
+        if self.collective is not None:
+            features = self.with_collective(ctx, candidates, features)
+            return self.collective.decide(ctx, candidates, features)
+        return [self.choose(f) if len(f) else (-1, 0.0) for f in features]
+
+    def with_collective(
+        self, ctx: Context, candidates: list[list[Candidate]], features: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        probs = [self.probabilities(f) if len(f) else np.zeros(0) for f in features]
+        extra = collective_features(ctx, candidates, probs)
+        return [np.hstack([f, x]) for f, x in zip(features, extra, strict=True)]
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        logits = self.logits(features)
+        p = np.exp(logits - logits.max())
+        return p / p.sum()
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         z = features @ self.rank
@@ -190,9 +262,7 @@ class Scorer:
         return best, float(1.0 / (1.0 + np.exp(-z)))
 
     def _top(self, features: np.ndarray) -> tuple[int, float, float]:
-        logits = self.logits(features)
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
+        p = self.probabilities(features)
         order = np.argsort(-p)
         return int(order[0]), float(p[order[0]]), float(p[order[0]] - (p[order[1]] if len(p) > 1 else 0.0))
 
@@ -201,16 +271,16 @@ class Scorer:
     ) -> Scorer:
         """`groups`: per mention its candidate rows; `gold`: the right row, or -1 (NIL / not found)."""
         known = [(g, i) for g, i in zip(groups, gold, strict=True) if i >= 0]
-        width = max(len(g) for g, _ in known)
-        x = torch.zeros(len(known), width, len(FEATURES))
+        width, n_features = max(len(g) for g, _ in known), known[0][0].shape[1]
+        x = torch.zeros(len(known), width, n_features)
         mask = torch.zeros(len(known), width, dtype=torch.bool)
         for row, (g, _) in enumerate(known):
             x[row, : len(g)] = torch.from_numpy(g)
             mask[row, : len(g)] = True
         target = torch.tensor([i for _, i in known])
         torch.manual_seed(seed)
-        lin = torch.zeros(len(FEATURES), requires_grad=True)
-        w1 = (0.1 * torch.randn(len(FEATURES), hidden)).requires_grad_()
+        lin = torch.zeros(n_features, requires_grad=True)
+        w1 = (0.1 * torch.randn(n_features, hidden)).requires_grad_()
         b1 = torch.zeros(hidden, requires_grad=True)
         w2 = torch.zeros(hidden, requires_grad=True)
         opt = torch.optim.Adam([lin, w1, b1, w2], lr=0.02)
@@ -237,28 +307,58 @@ class Scorer:
         self.confidence = _lbfgs(xc.shape[1], lambda c: F.binary_cross_entropy_with_logits(xc @ c, y), l2)
         return self
 
-    def save(self, path: str | Path) -> None:
-        state = {
-            "features": FEATURES,
+    def fit_documents(
+        self, ctx: Context, documents: list[tuple[list[list[Candidate]], list[np.ndarray], list[int]]]
+    ) -> Scorer:
+        """Fit both passes. `documents`: per document, each mention's candidates, feature rows and
+        gold row (-1: NIL or not among the candidates); the second pass reads the first's choices."""
+        groups = [f for _, feats, _ in documents for f in feats if len(f)]
+        gold = [g for _, feats, golds in documents for f, g in zip(feats, golds, strict=True) if len(f)]
+        self.collective = None
+        self.fit(groups, gold)
+        second = [
+            f for cands, feats, _ in documents for f in self.with_collective(ctx, cands, feats) if len(f)
+        ]
+        self.collective = Scorer(threshold=self.threshold).fit(second, gold)
+        return self
+
+    def state(self, names: list[str] = FEATURES) -> dict:
+        out = {
+            "features": names,
             "rank": self.rank.tolist(),
             "confidence": self.confidence.tolist(),
             "threshold": self.threshold,
+            "hidden": {k: v.tolist() for k, v in self.hidden.items()},
         }
-        state["hidden"] = {k: v.tolist() for k, v in self.hidden.items()}
-        Path(path).write_text(json.dumps(state))
+        if self.collective is not None:
+            out["collective"] = self.collective.state(names + COLLECTIVE)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.state()))
 
     @classmethod
     def load(cls, path: str | Path) -> Scorer:
-        d = json.loads(Path(path).read_text())
-        if d["features"] != FEATURES:
+        return cls.from_state(json.loads(Path(path).read_text()), path)
+
+    @classmethod
+    def from_state(cls, d: dict, path: str | Path, names: list[str] = FEATURES) -> Scorer:
+        if d["features"] != names:
             raise KGFormatError(
                 path,
                 None,
-                f"the scorer was trained on features {d['features']}, not the {len(FEATURES)} this kgpipe computes",
+                f"the scorer was trained on features {d['features']}, not the {len(names)} this kgpipe computes",
                 "Retrain it with `python benchmarks/el.py train`",
             )
         hidden = {k: np.array(v) for k, v in d.get("hidden", {}).items()}
-        return cls(np.array(d["rank"]), np.array(d["confidence"]), float(d["threshold"]), hidden)
+        second = d.get("collective")
+        return cls(
+            np.array(d["rank"]),
+            np.array(d["confidence"]),
+            float(d["threshold"]),
+            hidden,
+            cls.from_state(second, path, names + COLLECTIVE) if second else None,
+        )
 
 
 def _lbfgs(n: int, loss_of: Callable[[torch.Tensor], torch.Tensor], l2: float) -> np.ndarray:

@@ -84,9 +84,9 @@ class Linker:
         self.kg = kg
         self.nlp = nlp if nlp is not None else load_spacy(spacy_model, enable=["ner"])
         self.aliases = AliasTable.from_kg(kg)
-        self.finder = MentionFinder(self.nlp, self.aliases)
         self.context = Context.build(kg)
         self.candidates = CandidateGenerator(self.context, self.aliases)
+        self.finder = MentionFinder(self.nlp, self.aliases, names_something=self.candidates.names_something)
         self.embed = embed
         if embed is not None:
             self.context.vectors = entity_vectors(kg, embed)
@@ -141,13 +141,13 @@ class Linker:
         cands = self.candidates.generate(mentions)
         feats = featurize(self.context, mentions, cands, doc_vector)
         out = []
-        for m, cs, f in zip(mentions, cands, feats, strict=True):
-            if cs:
-                best, score = self.scorer.choose(f)
-                if score >= self.min_score:
-                    e = cs[best].entity
-                    out.append(LinkedEntity(m.start, m.end, m.text, self.kg.qids[e], score, e, m.label))
-                    continue
+        for m, cs, (best, score) in zip(
+            mentions, cands, self.scorer.decide(self.context, cands, feats), strict=True
+        ):
+            if cs and score >= self.min_score:
+                e = cs[best].entity
+                out.append(LinkedEntity(m.start, m.end, m.text, self.kg.qids[e], score, e, m.label))
+                continue
             if keep_nil:
                 out.append(LinkedEntity(m.start, m.end, m.text, "", 0.0, -1, m.label))
         return out

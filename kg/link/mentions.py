@@ -1,11 +1,13 @@
 """Mention detection: spaCy NER merged with a case-insensitive alias matcher over KG names.
 
-NER spans win overlaps; alias matches fill the gaps, longest first. Given spans skip detection.
+NER spans win overlaps, except with a KG name that joins several of them; alias matches fill the
+gaps, longest first. Given spans skip detection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,11 +38,21 @@ class Mention:
 class MentionFinder:
     """Finds mentions in spaCy docs; build once per process (the alias matcher is the slow part)."""
 
-    def __init__(self, nlp: Language, aliases: AliasTable | None = None, max_alias_tokens: int = 6) -> None:
+    def __init__(
+        self,
+        nlp: Language,
+        aliases: AliasTable | None = None,
+        max_alias_tokens: int = 6,
+        names_something: Callable[[Mention], bool] | None = None,
+    ) -> None:
+        """`names_something(mention)`: whether a span finds entities by itself (exact, fuzzy or
+        demonym); an NER span that does not gives way to the KG names inside it. Default: exact."""
         from spacy.matcher import PhraseMatcher
 
+        self.names_something = names_something
         self.matcher: PhraseMatcher | None = None
         self.aliases = aliases
+        self.stop_words: frozenset[str] = frozenset(nlp.Defaults.stop_words)  # 'He', 'It' are no names
         if aliases is not None:
             self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
             tokenizer = nlp.tokenizer
@@ -49,21 +61,24 @@ class MentionFinder:
                 self.matcher.add("ALIAS", patterns[i : i + 10_000])
 
     def find(self, doc: Doc) -> list[Mention]:
+        table = self.aliases.aliases if self.aliases is not None else {}
         chosen = [
-            _without_article(Mention(e.start_char, e.end_char, e.text, e.label_))
+            _trimmed(Mention(e.start_char, e.end_char, e.text, e.label_), table)
             for e in doc.ents
             if e.label_ in ENTITY_LABELS
         ]
         if self.matcher is None or self.aliases is None:
             return chosen
-        spans = [doc[s:e] for _, s, e in self.matcher(doc)]
-        # an NER span that names nothing in the KG but holds names that do ('SEOUL 1996-08-30 Results
-        # of South Korean', 'DETROIT CHICAGO' in headlines) gives way to those names
-        table = self.aliases.aliases
+        stop = self.stop_words
+        spans = [doc[s:e] for _, s, e in self.matcher(doc) if doc[s:e].text.lower() not in stop]
+        # an NER span that names nothing in the KG but holds names that do ('SEOUL 1996-08-30
+        # Results of South Korean', 'President Bill Clinton', 'DETROIT CHICAGO' in headlines) gives
+        # way to those names; 'Paris St Germain' (fuzzy) or 'Latin American' (demonym) stays
         chosen = [
             m
             for m in chosen
             if normalize(m.text) in table
+            or (self.names_something is not None and self.names_something(m))
             or not any(
                 m.start <= s.start_char
                 and s.end_char <= m.end
@@ -71,6 +86,22 @@ class MentionFinder:
                 for s in spans
             )
         ]
+        # a KG name that joins several NER spans wins over them: 'Cleveland Indians' over
+        # 'Cleveland' + 'Indians', 'Red Star' over 'Red' + 'Star' (not 'President Bill Clinton'
+        # over 'Bill Clinton': titles and the words after a name are not part of it)
+        for span in sorted(spans, key=lambda s: (-(s.end_char - s.start_char), s.start_char)):
+            inside = [m for m in chosen if span.start_char <= m.start and m.end <= span.end_char]
+            crossing = [
+                m for m in chosen if m.start < span.end_char and span.start_char < m.end and m not in inside
+            ]
+            if (
+                len(inside) > 1
+                and not crossing
+                and _looks_like_a_name(span.text)
+                and all(_proper(t.text) for t in span if not any(m.start <= t.idx < m.end for m in inside))
+            ):
+                chosen = [m for m in chosen if m not in inside]
+                chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "ALIAS"), table))
         taken = [(m.start, m.end) for m in chosen]
         for span in sorted(spans, key=lambda s: (-(s.end_char - s.start_char), s.start_char)):
             if not _looks_like_a_name(span.text):
@@ -78,7 +109,7 @@ class MentionFinder:
             if any(span.start_char < e and s < span.end_char for s, e in taken):
                 continue
             taken.append((span.start_char, span.end_char))
-            chosen.append(Mention(span.start_char, span.end_char, span.text, "ALIAS"))
+            chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "ALIAS"), table))
         return sorted(chosen, key=lambda m: m.start)
 
 
@@ -89,14 +120,32 @@ def given_mentions(text: str, spans: Iterable[tuple[int, int]], doc: Doc | None 
     return [Mention(s, e, text[s:e], ner.get((s, e), "GIVEN")) for s, e in spans]
 
 
+_LINK_WORDS = frozenset({"of", "de", "del", "la", "le", "and", "&", "-", "du", "von", "van", "da"})
+
+
+def _proper(word: str) -> bool:
+    """A word that may sit inside a name between NER spans: capitalised ('St', 'Trade') or a
+    linking word ('of'); 'said' in 'Cleveland said Indians' is not."""
+    return word[:1].isupper() or word[:1].isdigit() or word.lower() in _LINK_WORDS
+
+
 def _looks_like_a_name(text: str) -> bool:
     """Alias matches must start with a capital or a digit: 'apple' in prose is rarely Apple Inc."""
     return bool(text) and (text[0].isupper() or text[0].isdigit())
 
 
-def _without_article(m: Mention) -> Mention:
-    """'the United States' → 'United States': NER spans may start with an article; names do not."""
+def _trimmed(m: Mention, names: Container[str] = ()) -> Mention:
+    """'the United States' → 'United States', "Ronald Reagan 's" → 'Ronald Reagan', 'Everton 3 ,'
+    → 'Everton': NER spans may start with an article or end in a possessive or a score; names do
+    not, except the `names` the KG knows ('Apollo 13')."""
     for article in ("the ", "The ", "THE "):
         if m.text.startswith(article) and len(m.text) > len(article):
-            return Mention(m.start + len(article), m.end, m.text[len(article) :], m.label)
+            m = Mention(m.start + len(article), m.end, m.text[len(article) :], m.label)
+            break
+    match = _TAIL.search(m.text)
+    if match and match.start() > 0 and normalize(m.text) not in names:
+        m = Mention(m.start, m.start + match.start(), m.text[: match.start()], m.label)
     return m
+
+
+_TAIL = re.compile(r"(?:\s*['’]s?|\s+[\d.,:;()\-–]+)+$")  # possessive, scores, punctuation

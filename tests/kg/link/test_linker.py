@@ -146,3 +146,76 @@ def test_bundled_entity_vectors_match_the_bundled_kg_and_model(linker: Linker) -
     assert linker.embed is not None
     bundled = data_root() / "linker" / f"entities-{fingerprint(linker.kg, linker.embed)}.safetensors"
     assert bundled.exists(), "regenerate data/linker vectors: the KG or the text model changed"
+
+
+def test_demonyms_and_country_names_find_their_country(linker: Linker) -> None:
+    found = {(x.text, x.qid) for x in linker.link("Dutch and Swiss officials met Israelis in Holland.")}
+    assert {("Dutch", "Q55"), ("Swiss", "Q39"), ("Israelis", "Q801"), ("Holland", "Q55")} <= found
+
+
+def test_a_place_standing_for_its_club_gets_the_club_as_candidate(linker: Linker) -> None:
+    from kg.link.mentions import Mention
+
+    cands = linker.candidates.generate([Mention(0, 5, "Luton", "GPE"), Mention(8, 14, "Bolton", "GPE")])
+    assert "Q18520" in {linker.kg.qids[c.entity] for c in cands[0]}  # Luton Town F.C.
+    assert "Q19451" in {linker.kg.qids[c.entity] for c in cands[1]}  # Bolton Wanderers F.C.
+    sources = {linker.kg.qids[c.entity]: c.source for c in cands[0]}
+    assert sources["Q18520"] == "longer" and sources["Q203889"] == "alias"  # the town itself
+
+
+def test_mentions_drop_possessives_scores_and_titles(linker: Linker) -> None:
+    text = "Ronald Reagan 's son met President Bill Clinton . Everton 3 , Ipswich 0 ."
+    spans = {m.text for m in linker.finder.find(linker.nlp(text))}
+    assert {"Ronald Reagan", "Bill Clinton"} <= spans
+    assert not spans & {"Ronald Reagan 's", "President Bill Clinton", "Everton 3 ,", "Ipswich 0"}
+
+
+def test_a_kg_name_joining_several_ner_spans_wins(linker: Linker) -> None:
+    from spacy.tokens import Span
+
+    doc = linker.nlp.make_doc("The Cleveland Indians won again.")
+    doc.ents = [Span(doc, 1, 2, "GPE"), Span(doc, 2, 3, "NORP")]  # as NER splits it on news text
+    assert [m.text for m in linker.finder.find(doc)] == ["Cleveland Indians"]
+
+
+def test_collective_scorer_round_trips_and_decides_like_before(linker: Linker, tmp_path: Path) -> None:
+    from kg.link.disambiguate import COLLECTIVE, FEATURES, Scorer, featurize
+
+    assert linker.scorer.collective is not None  # the bundled scorer has its second pass
+    linker.scorer.save(tmp_path / "scorer.json")
+    back = Scorer.load(tmp_path / "scorer.json")
+    assert back.collective is not None and back.collective.rank.shape == (len(FEATURES) + len(COLLECTIVE),)
+    text = "Luton 2 Bolton 1 . Ipswich 0 Everton 3 . Stockport 1 Wigan 1 ."
+    mentions = linker.finder.find(linker.nlp(text))
+    cands = linker.candidates.generate(mentions)
+    feats = featurize(linker.context, mentions, cands, linker.doc_vectors([text])[0])
+    assert back.decide(linker.context, cands, feats) == linker.scorer.decide(linker.context, cands, feats)
+
+
+def test_collective_features_favour_what_the_other_mentions_are(linker: Linker) -> None:
+    import numpy as np
+
+    from kg.link.aliases import Candidate
+    from kg.link.disambiguate import collective_features
+
+    e = linker.kg.entity_id
+    luton = [Candidate(e("Q203889"), 0.5, "alias"), Candidate(e("Q18520"), 0.5, "longer")]  # town, club
+    others = [
+        [Candidate(e("Q184579"), 0.5, "alias"), Candidate(e("Q19451"), 0.5, "longer")],  # Bolton
+        [Candidate(e("Q184775"), 0.5, "alias"), Candidate(e("Q9653"), 0.5, "longer")],  # Ipswich
+    ]
+    clubs = [np.array([0.5, 0.5]), np.array([0.0, 1.0]), np.array([0.0, 1.0])]
+    towns = [np.array([0.5, 0.5]), np.array([1.0, 0.0]), np.array([1.0, 0.0])]
+    with_clubs = collective_features(linker.context, [luton, *others], clubs)[0]
+    with_towns = collective_features(linker.context, [luton, *others], towns)[0]
+    assert with_clubs[1, 0] > with_clubs[0, 0] and with_clubs[1, 1] == 1.0  # the club fits a page of clubs
+    assert with_towns[0, 0] > with_towns[1, 0] and with_towns[0, 1] == 1.0  # the town fits a page of towns
+
+
+def test_a_results_table_links_a_place_to_its_club(linker: Linker) -> None:
+    text = (
+        "SOCCER - ENGLISH LEAGUE RESULTS . LONDON 1996-08-31 Results of English league soccer "
+        "matches on Saturday : Division one : Luton 2 Bolton 1 , Ipswich 0 Everton 3 , Stockport 1 Wigan 1 ."
+    )
+    linked = {x.text: x.qid for x in linker.link(text)}
+    assert linked.get("Luton") == "Q18520" and linked.get("LONDON") == "Q84", linked
