@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ def _country_names() -> list[tuple[set[str], str]]:
     return out
 
 
+@lru_cache(maxsize=1 << 18)
 def normalize(name: str) -> str:
     """Case-folded, accents stripped, '.' dropped (U.N. = UN), spaces collapsed, edge punctuation trimmed."""
     decomposed = unicodedata.normalize("NFKD", name)

@@ -52,7 +52,8 @@ FEATURES = [
     "context_sim",
     "context_best",
 ]
-COLLECTIVE = ["doc_kind", "doc_kind_best", "doc_neighbours"]
+FULL_EVIDENCE = 5  # other mentions in a document for the collective features' full weight
+COLLECTIVE = ["doc_kind", "doc_kind_best", "doc_neighbours", "doc_transe", "doc_transe_best"]
 NER_COARSE = {"PERSON": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC", "NORP": "LOC"}
 # Freebase relation prefixes that say what their head entity is
 RELATION_TYPES = (
@@ -98,6 +99,19 @@ class Context:
     log_degree: np.ndarray
     norm_labels: list[str]
     vectors: np.ndarray | None = None  # float32[num_entities, dim] unit rows, for context similarity
+    transe: np.ndarray | None = None  # float32[num_entities, dim] unit TransE rows (zero: no vector)
+
+    _neighbours: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
+
+    def neighbours(self, entity: int) -> frozenset[int]:
+        """The entity's KG neighbours (either direction), cached: documents keep meeting the same ones."""
+        found = self._neighbours.get(entity)
+        if found is None:
+            if len(self._neighbours) >= 50_000:  # bounded for big KGs and long jobs
+                self._neighbours.clear()
+            adj = self.kg.adjacency
+            found = self._neighbours[entity] = frozenset(adj.neighbor[adj.row(entity)].tolist())
+        return found
 
     @classmethod
     def build(cls, kg: KnowledgeGraph) -> Context:
@@ -117,7 +131,6 @@ def featurize(
     doc_vector: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """float32[n_candidates, len(FEATURES)] per mention; `doc_vector` (unit) enables context features."""
-    adj = ctx.kg.adjacency
     doc_cands = [{c.entity for c in cands[:5]} for cands in candidates]
     out = []
     for i, (m, cands) in enumerate(zip(mentions, candidates, strict=True)):
@@ -126,8 +139,7 @@ def featurize(
         ner_type = NER_COARSE.get(m.label, "")
         rows = []
         for rank, c in enumerate(cands):
-            neigh = set(adj.neighbor[adj.row(c.entity)].tolist()) if others else set()
-            shared = len(neigh & others)
+            shared = len(ctx.neighbours(c.entity) & others) if others else 0
             kg_type = ctx.types[c.entity]
             rows.append(
                 [
@@ -179,36 +191,48 @@ def collective_features(
     out = [np.zeros((len(c), len(COLLECTIVE)), np.float32) for c in candidates]
     if n < 2:
         return out
-    adj = ctx.kg.adjacency
     mass: dict[int, np.ndarray] = {}  # entity → probability mass per mention
     for j, (cands, p) in enumerate(zip(candidates, probs, strict=True)):
         for c, pj in zip(cands, p, strict=True):
             mass.setdefault(c.entity, np.zeros(n, np.float32))[j] += pj
-    expected = None
-    if ctx.vectors is not None:
-        expected = np.stack(
-            [
-                p @ ctx.vectors[[c.entity for c in cands]] if len(cands) else np.zeros(ctx.vectors.shape[1])
-                for cands, p in zip(candidates, probs, strict=True)
-            ]
-        )
+    for col, table in ((0, ctx.vectors), (3, ctx.transe)):
+        if table is not None:
+            _similarity_to_others(table, candidates, probs, out, col)
+    in_doc = set(mass)
     for i, cands in enumerate(candidates):
-        if not cands:
-            continue
         block = out[i]
-        if expected is not None and ctx.vectors is not None:
-            sims = ctx.vectors[[c.entity for c in cands]] @ np.delete(expected, i, axis=0).T
-            block[:, 0] = sims.mean(axis=1)
-            block[:, 1] = block[:, 0] >= block[:, 0].max() - 1e-6
         for r, c in enumerate(cands):
-            neigh = adj.neighbor[adj.row(c.entity)]
             linked = np.zeros(n, np.float32)
-            for e in np.unique(neigh).tolist():
-                if e in mass:
-                    linked += mass[e]
+            for e in ctx.neighbours(c.entity) & in_doc:
+                linked += mass[e]
             linked[i] = 0.0
             block[r, 2] = np.minimum(linked, 1.0).sum() / (n - 1)
-    return out
+    # one or two other mentions are thin evidence ('Barack Obama visited Paris.': Paris is no
+    # person): the features grow to full weight with the number of other mentions
+    weight = min(1.0, (n - 1) / FULL_EVIDENCE)
+    return [block * weight for block in out]
+
+
+def _similarity_to_others(
+    table: np.ndarray,
+    candidates: list[list[Candidate]],
+    probs: list[np.ndarray],
+    out: list[np.ndarray],
+    col: int,
+) -> None:
+    """out[i][:, col]: each candidate's mean similarity (rows of `table`) to the other mentions'
+    expected entities; out[i][:, col + 1]: whether it is the mention's most similar candidate."""
+    expected = np.stack(
+        [
+            p @ table[[c.entity for c in cands]] if len(cands) else np.zeros(table.shape[1], table.dtype)
+            for cands, p in zip(candidates, probs, strict=True)
+        ]
+    )
+    for i, cands in enumerate(candidates):
+        if cands:
+            sims = (table[[c.entity for c in cands]] @ np.delete(expected, i, axis=0).T).mean(axis=1)
+            out[i][:, col] = sims
+            out[i][:, col + 1] = sims >= sims.max() - 1e-6
 
 
 @dataclass
@@ -267,7 +291,7 @@ class Scorer:
         return int(order[0]), float(p[order[0]]), float(p[order[0]] - (p[order[1]] if len(p) > 1 else 0.0))
 
     def fit(
-        self, groups: list[np.ndarray], gold: list[int], l2: float = 1e-3, hidden: int = 16, seed: int = 0
+        self, groups: list[np.ndarray], gold: list[int], l2: float = 1e-4, hidden: int = 16, seed: int = 0
     ) -> Scorer:
         """`groups`: per mention its candidate rows; `gold`: the right row, or -1 (NIL / not found)."""
         known = [(g, i) for g, i in zip(groups, gold, strict=True) if i >= 0]
@@ -308,18 +332,37 @@ class Scorer:
         return self
 
     def fit_documents(
-        self, ctx: Context, documents: list[tuple[list[list[Candidate]], list[np.ndarray], list[int]]]
+        self,
+        ctx: Context,
+        documents: list[tuple[list[list[Candidate]], list[np.ndarray], list[int]]],
+        folds: int = 5,
+        seed: int = 0,
     ) -> Scorer:
         """Fit both passes. `documents`: per document, each mention's candidates, feature rows and
-        gold row (-1: NIL or not among the candidates); the second pass reads the first's choices."""
-        groups = [f for _, feats, _ in documents for f in feats if len(f)]
-        gold = [g for _, feats, golds in documents for f, g in zip(feats, golds, strict=True) if len(f)]
+        gold row (-1: NIL or not among the candidates). The second pass learns from first-pass
+        choices made by models that did not see the document (cross-fitting over `folds`), as it
+        will meet them on new text."""
+
+        def flat(docs: list) -> tuple[list[np.ndarray], list[int]]:
+            pairs = [(f, g) for _, feats, golds in docs for f, g in zip(feats, golds, strict=True) if len(f)]
+            return [f for f, _ in pairs], [g for _, g in pairs]
+
         self.collective = None
-        self.fit(groups, gold)
-        second = [
-            f for cands, feats, _ in documents for f in self.with_collective(ctx, cands, feats) if len(f)
-        ]
-        self.collective = Scorer(threshold=self.threshold).fit(second, gold)
+        self.fit(*flat(documents), seed=seed)
+        fold = np.random.default_rng(seed).permutation(len(documents)) % folds
+        second: list[np.ndarray] = []
+        second_gold: list[int] = []
+        for k in range(folds):
+            first = Scorer().fit(
+                *flat([d for d, f in zip(documents, fold, strict=True) if f != k]), seed=seed
+            )
+            for (cands, feats, golds), f in zip(documents, fold, strict=True):
+                if f == k:
+                    for row, g in zip(first.with_collective(ctx, cands, feats), golds, strict=True):
+                        if len(row):
+                            second.append(row)
+                            second_gold.append(g)
+        self.collective = Scorer(threshold=self.threshold).fit(second, second_gold, seed=seed)
         return self
 
     def state(self, names: list[str] = FEATURES) -> dict:

@@ -6,12 +6,14 @@ Build once per process (spaCy, alias matcher, KG context); `link_many` streams d
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kg.embed.checkpoint import EntityVectors
 from kg.errors import KGPipeError
 from kg.graph import KnowledgeGraph
 from kg.io import data_root, load_kg
@@ -31,6 +33,29 @@ DOC_CONTEXT_CHARS = 400  # the opening of a document that its context vector rea
 
 class BadTextError(KGPipeError):
     """Input that is not linkable text: not a string, not UTF-8, or too long."""
+
+
+def bundled_transe(kg: KnowledgeGraph, min_share: float = 0.5) -> EntityVectors | None:
+    """The bundled TransE model, if it has vectors for at least `min_share` of `kg`'s entities."""
+    from kg.io import bundled_transe_path
+
+    if not (bundled_transe_path() / "model.safetensors").exists():
+        return None
+    vectors = EntityVectors.load(bundled_transe_path())
+    rows, _ = vectors.align(kg)
+    return vectors if (rows >= 0).mean() >= min_share else None
+
+
+def transe_rows(kg: KnowledgeGraph, vectors: EntityVectors | None) -> np.ndarray | None:
+    """float32[num_entities, dim]: `kg`'s entities' TransE vectors as unit rows; zeros where none."""
+    if vectors is None:
+        return None
+    rows, _ = vectors.align(kg)
+    table = vectors.matrix.numpy().astype(np.float32)
+    out = np.zeros((kg.num_entities, table.shape[1]), np.float32)
+    out[rows >= 0] = table[rows[rows >= 0]]
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.maximum(norms, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -78,9 +103,12 @@ class Linker:
         min_score: float | None = None,
         nlp: Language | None = None,
         embed: Embed | None = None,
+        transe: EntityVectors | None = None,
     ) -> None:
         """`nlp`: an already loaded spaCy pipeline to share (the spaCy component passes its own);
-        otherwise `spacy_model` (a name, default the offline English pipeline) is loaded, NER only."""
+        otherwise `spacy_model` (a name, default the offline English pipeline) is loaded, NER only.
+        `transe`: TransE vectors for graph coherence; by default the bundled FB15k-237 model where
+        it knows most of `kg`'s entities (matched by key or QID), else none."""
         self.kg = kg
         self.nlp = nlp if nlp is not None else load_spacy(spacy_model, enable=["ner"])
         self.aliases = AliasTable.from_kg(kg)
@@ -90,6 +118,7 @@ class Linker:
         self.embed = embed
         if embed is not None:
             self.context.vectors = entity_vectors(kg, embed)
+        self.context.transe = transe_rows(kg, transe if transe is not None else bundled_transe(kg))
         self.scorer = scorer or (
             Scorer.load(bundled_scorer_path()) if bundled_scorer_path().exists() else Scorer()
         )
@@ -117,11 +146,20 @@ class Linker:
                 raise BadTextError(
                     f"document {i}: span {list(bad[0])} is not inside its {len(texts[i])}-character text; give [start, end) offsets with start < end"
                 )
-        vectors = self.doc_vectors(texts)
         results = []
-        for i, doc in enumerate(self.nlp.pipe(texts, batch_size=batch_size)):
-            mentions = self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
-            results.append(self.disambiguate(mentions, keep_nil=spans is not None, doc_vector=vectors[i]))
+        chunk = 8 * batch_size  # documents held at once
+        with ThreadPoolExecutor(1) as pool:
+            for lo in range(0, len(texts), chunk):
+                part = texts[lo : lo + chunk]
+                # the text model reads the openings while spaCy tags the documents: both release
+                # the GIL in their matrix code, so on two cores the two overlap
+                pending = pool.submit(self.doc_vectors, part)
+                docs = list(self.nlp.pipe(part, batch_size=batch_size))
+                for i, (doc, vector) in enumerate(zip(docs, pending.result(), strict=True), start=lo):
+                    mentions = (
+                        self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
+                    )
+                    results.append(self.disambiguate(mentions, keep_nil=spans is not None, doc_vector=vector))
         return results
 
     def doc_vectors(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray | None]:

@@ -77,14 +77,14 @@ class MentionFinder:
         chosen = [
             m
             for m in chosen
-            if normalize(m.text) in table
-            or (self.names_something is not None and self.names_something(m))
-            or not any(
+            if not any(
                 m.start <= s.start_char
                 and s.end_char <= m.end
                 and s.end_char - s.start_char < m.end - m.start
                 for s in spans
             )
+            or normalize(m.text) in table
+            or (self.names_something is not None and self.names_something(m))
         ]
         # a KG name that joins several NER spans wins over them: 'Cleveland Indians' over
         # 'Cleveland' + 'Indians', 'Red Star' over 'Red' + 'Star' (not 'President Bill Clinton'
