@@ -1,6 +1,7 @@
-"""Candidate generation: alias table, in-document coreference of partial names, fuzzy names, longer
-names that start with the mention ('Luton' → Luton Town F.C.), and graph expansion (KG neighbours of
-an alias match, e.g. a city's sports teams).
+"""Candidate generation: alias table, in-document coreference of partial names, fuzzy names, dense
+search over entity descriptions for names none of those find, longer names that start with the
+mention ('Luton' → Luton Town F.C.), and graph expansion (KG neighbours of an alias match, e.g. a
+city's sports teams).
 
 `CandidateGenerator.generate` returns, per mention, up to `k` candidates with their evidence.
 """
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
 
 from kg.graph import KnowledgeGraph
 from kg.link.aliases import AliasTable, Candidate, normalize
+from kg.link.dense import DenseIndex
 from kg.link.disambiguate import Context
 from kg.link.mentions import Mention
 
@@ -33,14 +35,17 @@ class CandidateGenerator:
     fuzzy: bool = True
     graph_expansion: int = 25  # neighbours added per mention, best-connected first (0: off)
     longer_names: int = 10  # entities whose name starts with the mention, best-connected first (0: off)
+    dense: DenseIndex | None = None  # entity-description search for names no alias matches
+    dense_k: int = 10
+    _dense_cache: dict[str, list[tuple[int, float]]] = field(default_factory=dict, repr=False)
     places: dict[str, list[int]] | None = None  # first three letters of a place's name → places
 
     def generate(self, mentions: list[Mention]) -> list[list[Candidate]]:
-        found: list[list[Candidate]] = []
+        base: list[dict[int, Candidate]] = []
         for i, m in enumerate(mentions):
             cands = {c.entity: c for c in self.aliases.lookup(m.text, self.k)}
             if not cands:
-                for c in self._coreferent(m, mentions[:i], found):
+                for c in self._coreferent(m, mentions[:i], base):
                     cands.setdefault(c.entity, c)
             if (
                 not cands
@@ -50,6 +55,21 @@ class CandidateGenerator:
                 and not _ABBREV.match(m.text)
             ):
                 cands = {c.entity: c for c in self.aliases.fuzzy(m.text)}
+            base.append(cands)
+        if self.dense is not None:  # names no alias knows, searched together in one batch
+            unknown = [
+                i
+                for i, (m, cands) in enumerate(zip(mentions, base, strict=True))
+                if not cands and _describable(m)
+            ]
+            hits = self.dense_hits([mentions[i].text for i in unknown])
+            for i in unknown:
+                base[i] = {
+                    e: Candidate(e, 0.01 * max(score, 0.0), "dense", score)
+                    for e, score in hits[mentions[i].text]
+                }
+        found: list[list[Candidate]] = []
+        for m, cands in zip(mentions, base, strict=True):
             if self.graph_expansion:
                 for c in self._expand(normalize(m.text), list(cands.values())[:3]):
                     cands.setdefault(c.entity, c)
@@ -62,6 +82,24 @@ class CandidateGenerator:
             found.append(sorted(cands.values(), key=lambda c: -c.prior)[: self.k])
         return found
 
+    def prefetch(self, mentions: list[Mention]) -> None:
+        """Search, in one batch, the names of many documents' mentions that no alias knows, so
+        that `generate` finds them cached (`Linker.link_many` calls it once per chunk of documents)."""
+        if self.dense is not None:
+            self.dense_hits(
+                [m.text for m in mentions if _describable(m) and not self.aliases.lookup(m.text, 1)]
+            )
+
+    def dense_hits(self, texts: list[str]) -> dict[str, list[tuple[int, float]]]:
+        """Dense-search hits per text, from the cache where a text was searched before."""
+        assert self.dense is not None
+        cache = self._dense_cache
+        todo = list(dict.fromkeys(t for t in texts if t not in cache))
+        if len(cache) + len(todo) > 100_000:  # bounded for long jobs
+            cache.clear()
+        cache.update(zip(todo, self.dense.search(todo, self.dense_k), strict=True))
+        return {t: cache[t] for t in texts}
+
     def names_something(self, m: Mention) -> bool:
         """Whether the span finds entities by its own name: exactly, fuzzily or as a demonym."""
         key = normalize(m.text)
@@ -72,7 +110,7 @@ class CandidateGenerator:
         )
 
     def _coreferent(
-        self, m: Mention, earlier: list[Mention], earlier_cands: list[list[Candidate]]
+        self, m: Mention, earlier: list[Mention], earlier_cands: list[dict[int, Candidate]]
     ) -> list[Candidate]:
         """A short mention that is a word of an earlier, longer one ('Arafat' after 'Yasser Arafat')."""
         key = normalize(m.text)
@@ -80,7 +118,8 @@ class CandidateGenerator:
         for prev, cands in zip(reversed(earlier), reversed(earlier_cands), strict=True):
             words = normalize(prev.text).split()
             if len(words) > 1 and key in words and cands:
-                out.extend(replace(c, source="coref") for c in cands[:3])
+                best = sorted(cands.values(), key=lambda c: -c.prior)[:3]
+                out.extend(replace(c, source="coref") for c in best)
                 break
         return out
 
@@ -169,6 +208,13 @@ class CandidateGenerator:
     @cached_property
     def _prefix3(self) -> np.ndarray:
         return np.array([x[:3] for x in self._labels])
+
+
+def _describable(m: Mention) -> bool:
+    """Whether dense search over descriptions may find the mention's entity: not for alias-matcher
+    spans (their name is known) nor for people, whose names say nothing about them ('John Smith'
+    finds other Smiths); those are matched by name, fuzzily and by coreference."""
+    return m.label not in ("ALIAS", "PERSON")
 
 
 def _related_name(key: str, label: str) -> bool:

@@ -61,3 +61,26 @@ def entity_vectors(kg: KnowledgeGraph, embed: Embed, batch_size: int = 256) -> n
     with atomic_write(cache_root() / name, "wb") as f:
         f.write(save({"vectors": vectors.astype(np.float16)}))
     return vectors
+
+
+class DenseIndex:
+    """Exact inner-product search (a FAISS flat index) over unit entity vectors: the candidate
+    source for mentions whose name matches no label or alias ('Moslem' → Islam)."""
+
+    def __init__(self, vectors: np.ndarray, embed: Embed) -> None:
+        import faiss
+
+        self.embed = embed
+        self.rows = np.flatnonzero(np.abs(vectors).sum(axis=1) > 0)  # entities that have a name
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(np.ascontiguousarray(vectors[self.rows], dtype=np.float32))
+
+    def search(self, texts: list[str], k: int = 10) -> list[list[tuple[int, float]]]:
+        """Per text, up to `k` (entity row, cosine similarity) pairs, most similar first."""
+        if not texts:
+            return []
+        scores, ids = self.index.search(np.ascontiguousarray(self.embed(texts), dtype=np.float32), k)
+        return [
+            [(int(self.rows[j]), float(s)) for j, s in zip(row_ids, row_scores, strict=True) if j >= 0]
+            for row_ids, row_scores in zip(ids, scores, strict=True)
+        ]

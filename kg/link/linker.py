@@ -19,7 +19,7 @@ from kg.graph import KnowledgeGraph
 from kg.io import data_root, load_kg
 from kg.link.aliases import AliasTable
 from kg.link.candidates import CandidateGenerator
-from kg.link.dense import Embed, entity_vectors
+from kg.link.dense import DenseIndex, Embed, entity_vectors
 from kg.link.disambiguate import Context, Scorer, featurize
 from kg.link.mentions import Mention, MentionFinder, given_mentions
 from kg.link.nlp import load_spacy
@@ -118,6 +118,7 @@ class Linker:
         self.embed = embed
         if embed is not None:
             self.context.vectors = entity_vectors(kg, embed)
+            self.candidates.dense = DenseIndex(self.context.vectors, embed)
         self.context.transe = transe_rows(kg, transe if transe is not None else bundled_transe(kg))
         self.scorer = scorer or (
             Scorer.load(bundled_scorer_path()) if bundled_scorer_path().exists() else Scorer()
@@ -155,10 +156,13 @@ class Linker:
                 # the GIL in their matrix code, so on two cores the two overlap
                 pending = pool.submit(self.doc_vectors, part)
                 docs = list(self.nlp.pipe(part, batch_size=batch_size))
-                for i, (doc, vector) in enumerate(zip(docs, pending.result(), strict=True), start=lo):
-                    mentions = (
-                        self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
-                    )
+                found = [
+                    self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
+                    for i, doc in enumerate(docs, start=lo)
+                ]
+                vectors = pending.result()
+                self.candidates.prefetch([m for mentions in found for m in mentions])
+                for mentions, vector in zip(found, vectors, strict=True):
                     results.append(self.disambiguate(mentions, keep_nil=spans is not None, doc_vector=vector))
         return results
 

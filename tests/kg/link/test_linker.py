@@ -226,3 +226,18 @@ def test_a_results_table_links_a_place_to_its_club(linker: Linker) -> None:
     finally:
         linker.min_score = saved
     assert linked.get("Luton") == "Q18520" and linked.get("LONDON") == "Q84", linked
+
+
+def test_dense_search_finds_entities_no_alias_names(linker: Linker) -> None:
+    from kg.link.mentions import Mention
+
+    treasury, person = Mention(0, 13, "U.S. Treasury", "ORG"), Mention(0, 11, "Zxqwv Blorp", "PERSON")
+    assert not linker.aliases.lookup(treasury.text)
+    cands = linker.candidates.generate([treasury, person])
+    found = {linker.kg.qids[c.entity]: c for c in cands[0]}
+    assert "Q648666" in found and found["Q648666"].source == "dense"  # the Department of the Treasury
+    assert 0.5 < found["Q648666"].name_score <= 1.0
+    assert cands[1] == []  # people are matched by name only: dense search would find other people
+    assert (
+        treasury.text in linker.candidates._dense_cache and person.text not in linker.candidates._dense_cache
+    )
