@@ -87,6 +87,9 @@ class ErnieFusion(nn.Module):
         self.layers = list(layers)
         self.aggregators = nn.ModuleList(Aggregator(hidden, dropout) for _ in self.layers)
         self.focus_project = nn.Sequential(nn.Linear(vectors.shape[1], hidden), nn.LayerNorm(hidden))
+        # what the head reads for a focus entity (or pair) the KG lacks: learned, not zeros, so a
+        # mention outside the KG is not mistaken for one whose features happen to be small
+        self.missing = nn.Parameter(torch.zeros(hidden))
         self.dropout = nn.Dropout(dropout)
         self._stream: EntityStream | None = None
         self._entities: torch.Tensor | None = None
@@ -106,7 +109,8 @@ class ErnieFusion(nn.Module):
     def focus_features(self, rows: torch.Tensor) -> torch.Tensor:
         """float[batch, n * hidden] for rows LongTensor[batch, spans] (-1: no vector): each focus
         entity's vector projected, and for a pair also the TransE translation tail − head, the
-        relation the KG's geometry suggests (the pair's own triples are never needed for it)."""
+        relation the KG's geometry suggests (the pair's own triples are never needed for it); the
+        learned `missing` vector where the KG lacks the entity or one of the pair."""
         known = (rows >= 0).unsqueeze(-1).float()
         vecs = self.vectors(rows.clamp(min=0)) * known
         parts = [vecs]
@@ -115,7 +119,8 @@ class ErnieFusion(nn.Module):
             parts.append((vecs[:, 1:] - vecs[:, :1]) * both)
         feats = torch.cat(parts, 1)
         present = torch.cat([known, known[:, :1] * known[:, 1:]], 1) if rows.shape[1] == 2 else known
-        return (self.dropout(self.focus_project(feats)) * present).flatten(1)
+        projected = self.dropout(self.focus_project(feats))
+        return (projected * present + self.missing * (1.0 - present)).flatten(1)
 
     @staticmethod
     def focus_slots(spans: int) -> int:

@@ -64,6 +64,24 @@ def test_ernie_before_training_equals_the_text_model(
     assert torch.equal(changed, want)
 
 
+def test_ernie_head_reads_a_learned_vector_for_entities_the_kg_lacks(
+    knowledge: dict[str, KnowledgeSource],
+) -> None:
+    ernie = make("relation", "ernie", ["a"], knowledge)
+    fusion = ernie.fusion
+    assert fusion is not None
+    fusion.eval()
+    with torch.no_grad():
+        fusion.missing.copy_(torch.arange(fusion.missing.numel(), dtype=torch.float))
+        rows = torch.tensor([[0, 1], [0, -1], [-1, -1]])  # both known, tail unknown, neither
+        feats = fusion.focus_features(rows).view(3, 3, -1)  # head, tail, tail − head
+    missing = fusion.missing
+    assert not torch.equal(feats[0, 0], missing) and not torch.equal(feats[0, 2], missing)
+    assert torch.equal(feats[1, 1], missing) and torch.equal(feats[1, 2], missing)  # no tail, no pair
+    assert not torch.equal(feats[1, 0], missing)
+    assert all(torch.equal(feats[2, k], missing) for k in range(3))
+
+
 def test_kbert_injects_branches_but_keeps_the_sentence_positions(
     relation_data: tuple[list[Example], list[Example]], knowledge: dict[str, KnowledgeSource]
 ) -> None:
