@@ -97,6 +97,7 @@ class CandidateGenerator:
         todo = list(dict.fromkeys(t for t in texts if t not in cache))
         if len(cache) + len(todo) > 100_000:  # bounded for long jobs
             cache.clear()
+            todo = list(dict.fromkeys(texts))
         cache.update(zip(todo, self.dense.search(todo, self.dense_k), strict=True))
         return {t: cache[t] for t in texts}
 
