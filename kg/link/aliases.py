@@ -77,6 +77,7 @@ class AliasTable:
     def __init__(self, aliases: dict[str, list[tuple[int, float]]]) -> None:
         self.aliases = aliases
         self._keys: list[str] | None = None
+        self._fuzzy_memo: dict[tuple[str, int, float], list[Candidate]] = {}
 
     @classmethod
     def from_kg(cls, kg: KnowledgeGraph, popularity: float = 0.5) -> AliasTable:
@@ -131,6 +132,11 @@ class AliasTable:
         from rapidfuzz import fuzz, process
 
         key = normalize(name)
+        memo = self._fuzzy_memo
+        if (key, k, cutoff) in memo:  # names recur across documents
+            return memo[key, k, cutoff]
+        if len(memo) > 100_000:
+            memo.clear()
         out: dict[int, Candidate] = {}
         for alias, score, _ in process.extract(
             key, self._by_initial.get(key[:1], []), scorer=fuzz.ratio, limit=k, score_cutoff=cutoff
@@ -138,7 +144,8 @@ class AliasTable:
             for e, p in self.aliases[alias][:3]:
                 if e not in out:
                     out[e] = Candidate(e, p * score / 100.0, "fuzzy", score / 100.0)
-        return list(out.values())
+        memo[key, k, cutoff] = list(out.values())
+        return memo[key, k, cutoff]
 
     def save(self, path: str | Path) -> None:
         keys, ents, priors = [], [], []

@@ -70,11 +70,8 @@ class MentionFinder:
         if self.matcher is None or self.aliases is None:
             return chosen
         stop = self.stop_words
-        spans = [
-            doc[s:e]
-            for _, s, e in self.matcher(doc)
-            if doc[s:e].text.lower() not in stop or doc[s:e].text.isupper()  # 'US', 'WHO' stay
-        ]
+        # stop words are no names, in any case: 'He', 'IN' and 'AT' in headlines ('US' is NER's)
+        spans = [doc[s:e] for _, s, e in self.matcher(doc) if doc[s:e].text.lower() not in stop]
         # an NER span that names nothing in the KG but holds names that do ('SEOUL 1996-08-30
         # Results of South Korean', 'President Bill Clinton', 'DETROIT CHICAGO' in headlines) gives
         # way to those names; 'Paris St Germain' (fuzzy) or 'Latin American' (demonym) stays
