@@ -135,7 +135,9 @@ def covered_mask(examples: list[Example]) -> list[bool]:
     return [any(s.qid in in_kg for s in ex.focus) for ex in examples]
 
 
-def run(task: str, modes: list[str], seeds: list[int], epochs: int, out_name: str) -> None:
+def run(
+    task: str, modes: list[str], seeds: list[int], epochs: int, out_name: str, knowledge_dropout: float = 0.2
+) -> None:
     import torch
 
     from encoders.finetune import FinetuneConfig, evaluate, finetune, summary
@@ -152,7 +154,8 @@ def run(task: str, modes: list[str], seeds: list[int], epochs: int, out_name: st
     for seed in seeds:
         for mode in modes:
             start = time.time()
-            model = KnowledgeEncoder.create(EncoderConfig(task, mode, labels), _knowledge(mode))
+            cfg = EncoderConfig(task, mode, labels, knowledge_dropout=knowledge_dropout)
+            model = KnowledgeEncoder.create(cfg, _knowledge(mode))
             history = finetune(model, data["train"], data["dev"], FinetuneConfig(epochs=epochs, seed=seed))
             scores = {
                 "all": evaluate(model, data["test"]),
@@ -256,15 +259,33 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["none", "ernie", "kbert"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument(
+        "--knowledge-dropout",
+        type=float,
+        default=0.0,
+        help="ERNIE: share of training examples without entities",
+    )
+    ap.add_argument(
+        "--out", help="results file name in benchmarks/results (default: fewrel.json / fewrel_typing.json)"
+    )
     args = ap.parse_args()
     if args.step == "split":
         make_split()
     elif args.step == "kg":
         build_kg()
     elif args.step == "run":
-        run("relation", args.modes, args.seeds, args.epochs, "fewrel.json")
+        run(
+            "relation", args.modes, args.seeds, args.epochs, args.out or "fewrel.json", args.knowledge_dropout
+        )
     elif args.step == "typing":
-        run("typing", args.modes, args.seeds, args.epochs, "fewrel_typing.json")
+        run(
+            "typing",
+            args.modes,
+            args.seeds,
+            args.epochs,
+            args.out or "fewrel_typing.json",
+            args.knowledge_dropout,
+        )
     else:
         for name in ("fewrel.json", "fewrel_typing.json"):
             if (RESULTS / name).exists():

@@ -7,7 +7,7 @@ Saved as model.safetensors + config.json + knowledge.json + text_model/ (HF conf
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class EncoderConfig:
     dropout: float = 0.1
     freeze_entities: bool = True
     entity_features: bool = True  # ERNIE: the head also reads the focus entities' vectors
+    knowledge_dropout: float = 0.2  # ERNIE, training only: share of examples seen without their entities
     text_model: str = ""  # where the text model came from (provenance only)
     kg: str = ""
     transe: str = ""
@@ -303,7 +304,24 @@ class KnowledgeEncoder(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """float[batch, labels]: the head's logits."""
+        if self.training and self.cfg.knowledge_dropout > 0 and self.fusion is not None:
+            batch = self._drop_knowledge(batch, self.cfg.knowledge_dropout)
         extra = None
         if self.fusion is not None and self.head_extra and batch.focus_rows is not None:
             extra = self.fusion.focus_features(batch.focus_rows[:, : self.focus_spans])
         return self.head(self.hidden(batch), batch.main, batch.focus, extra)
+
+    @staticmethod
+    def _drop_knowledge(batch: Batch, share: float) -> Batch:
+        """The batch with a random `share` of its examples stripped of their entities (rows -1), so
+        that 'no entity' is seen for every kind of example in training, not only for the kinds the
+        KG happens to lack (else absence itself becomes a type cue: nearly every mention the KG
+        lacks is a person)."""
+        drop = torch.rand(batch.input_ids.shape[0], device=batch.input_ids.device) < share
+        stream = batch.stream
+        if stream is not None:
+            stream = replace(stream, rows=stream.rows.masked_fill(drop[:, None], -1))
+        rows = batch.focus_rows
+        if rows is not None:
+            rows = rows.masked_fill(drop[:, None], -1)
+        return replace(batch, stream=stream, focus_rows=rows)

@@ -82,6 +82,26 @@ def test_ernie_head_reads_a_learned_vector_for_entities_the_kg_lacks(
     assert all(torch.equal(feats[2, k], missing) for k in range(3))
 
 
+def test_knowledge_dropout_strips_whole_examples_in_training_only(
+    relation_data: tuple[list[Example], list[Example]], knowledge: dict[str, KnowledgeSource]
+) -> None:
+    train, _ = relation_data
+    ernie = make("relation", "ernie", ["a"], knowledge)
+    batch = ernie.encode(train[:4])
+    assert batch.stream is not None and batch.focus_rows is not None and bool((batch.focus_rows >= 0).any())
+    gone = KnowledgeEncoder._drop_knowledge(batch, 1.0)
+    assert gone.stream is not None and gone.focus_rows is not None
+    assert bool((gone.stream.rows < 0).all()) and bool((gone.focus_rows < 0).all())
+    kept = KnowledgeEncoder._drop_knowledge(batch, 0.0)
+    assert kept.stream is not None and torch.equal(kept.stream.rows, batch.stream.rows)
+    ernie.cfg.knowledge_dropout = 1.0
+    ernie.eval()
+    with torch.no_grad():  # evaluation never drops: same logits as without the setting
+        with_setting = ernie(batch)
+        ernie.cfg.knowledge_dropout = 0.0
+        assert torch.allclose(with_setting, ernie(batch))
+
+
 def test_kbert_injects_branches_but_keeps_the_sentence_positions(
     relation_data: tuple[list[Example], list[Example]], knowledge: dict[str, KnowledgeSource]
 ) -> None:
