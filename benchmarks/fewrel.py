@@ -136,7 +136,7 @@ def covered_mask(examples: list[Example]) -> list[bool]:
 
 
 def run(
-    task: str, modes: list[str], seeds: list[int], epochs: int, out_name: str, knowledge_dropout: float = 0.2
+    task: str, modes: list[str], seeds: list[int], epochs: int, out_name: str, knowledge_dropout: float = 0.0
 ) -> None:
     import torch
 

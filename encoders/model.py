@@ -43,7 +43,7 @@ class EncoderConfig:
     dropout: float = 0.1
     freeze_entities: bool = True
     entity_features: bool = True  # ERNIE: the head also reads the focus entities' vectors
-    knowledge_dropout: float = 0.2  # ERNIE, training only: share of examples seen without their entities
+    knowledge_dropout: float = 0.0  # ERNIE, training only: share of examples seen without their entities
     text_model: str = ""  # where the text model came from (provenance only)
     kg: str = ""
     transe: str = ""
