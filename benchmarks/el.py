@@ -192,9 +192,7 @@ def throughput(linker: Linker, docs: list[dict]) -> dict[str, float]:
     start = time.perf_counter()
     list(linker.nlp.pipe(texts, batch_size=32))
     ner = time.perf_counter() - start
-    linker.candidates._dense_cache.clear()  # cold: no name searched before
-    linker.context._neighbours.clear()
-    linker.aliases._fuzzy_memo.clear()
+    linker.forget()  # cold: no name searched before
     start = time.perf_counter()
     linker.link_many(texts)
     full = time.perf_counter() - start

@@ -241,12 +241,15 @@ def _similarity_to_others(
 
 @dataclass
 class Scorer:
-    """Two small models over FEATURES, saved as JSON.
+    """Two small models over FEATURES, saved as JSON, and optionally a second pass (`collective`,
+    the same two models over FEATURES + COLLECTIVE) nested in the same file.
 
     `rank` scores a mention's candidates against each other (softmax over them): a linear term plus
     a one-hidden-layer ReLU term (`hidden` units) for interactions such as "a nationality word and a
     country". `confidence` is a logistic model of whether the top candidate is right, reading its
-    features plus its softmax probability and margin: below `threshold` the mention is NIL.
+    features plus its softmax probability and margin: below `threshold` (the outer scorer's) the
+    mention is NIL. With a collective pass, the first pass's probabilities feed
+    `collective_features` and the second pass decides.
     """
 
     rank: np.ndarray = field(default_factory=lambda: _default_weights())

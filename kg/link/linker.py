@@ -35,22 +35,24 @@ class BadTextError(KGPipeError):
     """Input that is not linkable text: not a string, not UTF-8, or too long."""
 
 
-def bundled_transe(kg: KnowledgeGraph, min_share: float = 0.5) -> EntityVectors | None:
-    """The bundled TransE model, if it has vectors for at least `min_share` of `kg`'s entities."""
+def bundled_transe() -> EntityVectors | None:
+    """The bundled TransE model, if it is installed."""
     from kg.io import bundled_transe_path
 
-    if not (bundled_transe_path() / "model.safetensors").exists():
-        return None
-    vectors = EntityVectors.load(bundled_transe_path())
-    rows, _ = vectors.align(kg)
-    return vectors if (rows >= 0).mean() >= min_share else None
+    path = bundled_transe_path()
+    return EntityVectors.load(path) if (path / "model.safetensors").exists() else None
 
 
-def transe_rows(kg: KnowledgeGraph, vectors: EntityVectors | None) -> np.ndarray | None:
-    """float32[num_entities, dim]: `kg`'s entities' TransE vectors as unit rows; zeros where none."""
+def transe_rows(
+    kg: KnowledgeGraph, vectors: EntityVectors | None, min_share: float = 0.0
+) -> np.ndarray | None:
+    """float32[num_entities, dim]: `kg`'s entities' TransE vectors as unit rows, zeros where none;
+    None without vectors or when they cover less than `min_share` of `kg`'s entities."""
     if vectors is None:
         return None
     rows, _ = vectors.align(kg)
+    if (rows >= 0).mean() < min_share:
+        return None
     table = vectors.matrix.numpy().astype(np.float32)
     out = np.zeros((kg.num_entities, table.shape[1]), np.float32)
     out[rows >= 0] = table[rows[rows >= 0]]
@@ -119,7 +121,11 @@ class Linker:
         if embed is not None:
             self.context.vectors = entity_vectors(kg, embed)
             self.candidates.dense = DenseIndex(self.context.vectors, embed)
-        self.context.transe = transe_rows(kg, transe if transe is not None else bundled_transe(kg))
+        self.context.transe = (
+            transe_rows(kg, transe)
+            if transe is not None
+            else transe_rows(kg, bundled_transe(), min_share=0.5)
+        )
         self.scorer = scorer or (
             Scorer.load(bundled_scorer_path()) if bundled_scorer_path().exists() else Scorer()
         )
@@ -165,6 +171,13 @@ class Linker:
                 for mentions, vector in zip(found, vectors, strict=True):
                     results.append(self.disambiguate(mentions, keep_nil=spans is not None, doc_vector=vector))
         return results
+
+    def forget(self) -> None:
+        """Empty the caches that fill as documents are linked (dense hits, fuzzy matches, KG
+        neighbour sets): for timing a cold linker, or to give the memory back."""
+        self.candidates._dense_cache.clear()
+        self.aliases._fuzzy_memo.clear()
+        self.context._neighbours.clear()
 
     def doc_vectors(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray | None]:
         """Unit vectors of each text's opening (what the context features compare entities with)."""
