@@ -164,6 +164,33 @@ def kg_eval(
     _print_result(result, as_json, f"{model_dir} on {data} ({split}, filtered)")
 
 
+@kg_app.command("names")
+def kg_names(
+    corpus: Annotated[
+        Path, typer.Argument(help="JSONL of articles with 'title' and 'text' (Wikipedia lead paragraphs)")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet (qid, name) to write")],
+    kg_path: Annotated[
+        Path | None, typer.Option("--kg", help="KG whose entities to name (default: the bundled FB15k-237)")
+    ] = None,
+    titles: Annotated[
+        Path | None,
+        typer.Option(
+            "--titles",
+            help="FB15k-237's entity2wikidata.json: match articles by their Wikipedia title, not only by label",
+        ),
+    ] = None,
+) -> None:
+    """Mine other names of KG entities ('Britain', 'UK') from the first sentence of their articles."""
+    from kg.io import bundled_kg_path, load_kg
+    from kg.link.leads import mine, qids_by_title, read_articles, save_names
+
+    kg = load_kg(kg_path or bundled_kg_path())
+    names = mine(read_articles(corpus), qids_by_title(kg, titles))
+    save_names(names, out)
+    console.print(f"wrote {out}: {sum(map(len, names.values())):,} names of {len(names):,} entities")
+
+
 def _print_result(result: Mapping[str, object], as_json: bool, title: str) -> None:
     """One JSON object on stdout, or a one-row table."""
     if as_json:

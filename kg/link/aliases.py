@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -80,27 +81,33 @@ class AliasTable:
         self._fuzzy_memo: dict[tuple[str, int, float], list[Candidate]] = {}
 
     @classmethod
-    def from_kg(cls, kg: KnowledgeGraph, popularity: float = 0.5) -> AliasTable:
-        """Weights: label 1.0, alias 0.5, times (1 + degree) ** popularity; only entities with a QID."""
+    def from_kg(
+        cls, kg: KnowledgeGraph, popularity: float = 0.5, other_names: Mapping[str, list[str]] | None = None
+    ) -> AliasTable:
+        """Weights: label 1.0, alias 0.5, times (1 + degree) ** popularity; only entities with a QID.
+        `other_names`: QID → more names, weighted as aliases (`kg.link.leads` mines them)."""
         degree = kg.degrees(("train", "valid", "test")).astype(np.float64)
         weight: dict[str, dict[int, float]] = defaultdict(dict)
+        more = other_names or {}
         for i, qid in enumerate(kg.qids):
             if not qid:
                 continue
             pop = (1.0 + degree[i]) ** popularity
-            names = [(kg.labels[i], LABEL_WEIGHT)] + [(a, ALIAS_WEIGHT) for a in kg.aliases[i]]
+            names = [(kg.labels[i], LABEL_WEIGHT)] + [
+                (a, ALIAS_WEIGHT) for a in (*kg.aliases[i], *more.get(qid, ()))
+            ]
             for name, w in names:
                 key = normalize(name)
                 for variant, vw in ((key, w), (short_form(key), w * SHORT_WEIGHT)):
                     if len(variant) >= 2:
                         weight[variant][i] = max(weight[variant].get(i, 0.0), vw * pop)
-        for other_names, country in _country_names():
+        for country_names, country in _country_names():
             named = weight.get(country, {})
             if not named:
                 continue
             e = max(named, key=lambda x: named[x])  # the best-connected entity of that name
             pop = (1.0 + degree[e]) ** popularity
-            for other in other_names:
+            for other in country_names:
                 weight[other][e] = max(weight[other].get(e, 0.0), ALIAS_WEIGHT * pop)
         table = {}
         for key, ents in weight.items():

@@ -11,6 +11,7 @@ the page's other names are clubs) and how many of them are its KG neighbours.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,11 @@ FEATURES = [
     "alias_caps",
     "demonym_country",
     "common_noun",
+    "beside_number",
+    "team_beside_number",
+    "place_beside_number",
+    "team_doc_numbers",
+    "place_doc_numbers",
     "context_sim",
     "context_best",
 ]
@@ -92,6 +98,28 @@ def coarse_types(kg: KnowledgeGraph) -> list[str]:
     return [names[b] if counts[i, b] else "" for i, b in enumerate(best)]
 
 
+_TEAM_WORDS = re.compile(r"\b(?:team|club|franchise)\b", re.IGNORECASE)
+_TEAM_RELATIONS = ("/sports/sports_team/", "/soccer/football_team/", "/sports/professional_sports_team/")
+
+
+def sports_teams(kg: KnowledgeGraph) -> np.ndarray:
+    """bool[num_entities]: entities whose description calls them a team or club ('association
+    football club', 'national cricket team'), or that head a Freebase sports-team relation."""
+    out = np.array(
+        [
+            bool(_TEAM_WORDS.search(d or "")) and label[:1].isupper()  # not 'defender', 'ice hockey'
+            for d, label in zip(kg.descriptions, kg.labels, strict=False)
+        ],
+        dtype=bool,
+    )
+    if len(out) != kg.num_entities:
+        out = np.zeros(kg.num_entities, dtype=bool)
+    team_rel = [i for i, key in enumerate(kg.relations) if key.startswith(_TEAM_RELATIONS)]
+    train = kg.triples["train"]
+    out[train[np.isin(train[:, 1], team_rel), 0]] = True
+    return out
+
+
 @dataclass
 class Context:
     """What the features read about the KG, built once per linker."""
@@ -100,6 +128,7 @@ class Context:
     types: list[str]
     log_degree: np.ndarray
     norm_labels: list[str]
+    teams: np.ndarray  # bool[num_entities]: sports teams and clubs
     vectors: np.ndarray | None = None  # float32[num_entities, dim] unit rows, for context similarity
     transe: np.ndarray | None = None  # float32[num_entities, dim] unit TransE rows (zero: no vector)
 
@@ -123,6 +152,7 @@ class Context:
             coarse_types(kg),
             np.log1p(deg) / max(np.log1p(deg.max()), 1.0),
             [normalize(x) for x in kg.labels],
+            sports_teams(kg),
         )
 
 
@@ -134,6 +164,7 @@ def featurize(
 ) -> list[np.ndarray]:
     """float32[n_candidates, len(FEATURES)] per mention; `doc_vector` (unit) enables context features."""
     doc_cands = [{c.entity for c in cands[:5]} for cands in candidates]
+    doc_numbers = sum(m.beside_number for m in mentions) / max(len(mentions), 1)  # a results table
     out = []
     for i, (m, cands) in enumerate(zip(mentions, candidates, strict=True)):
         others = set().union(*(doc_cands[:i] + doc_cands[i + 1 :])) if len(doc_cands) > 1 else set()
@@ -143,6 +174,7 @@ def featurize(
         for rank, c in enumerate(cands):
             shared = len(ctx.neighbours(c.entity) & others) if others else 0
             kg_type = ctx.types[c.entity]
+            team = bool(ctx.teams[c.entity])
             rows.append(
                 [
                     1.0,
@@ -172,6 +204,11 @@ def featurize(
                     float(
                         ctx.kg.labels[c.entity][:1].islower()
                     ),  # 'tennis', 'president': concepts, not names
+                    float(m.beside_number),
+                    float(m.beside_number and team),
+                    float(m.beside_number and kg_type == "LOC"),
+                    doc_numbers * team,
+                    doc_numbers * (kg_type == "LOC"),
                     0.0,
                     0.0,
                 ]

@@ -5,7 +5,7 @@ Build once per process (spaCy, alias matcher, KG context); `link_many` streams d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from kg.link.aliases import AliasTable
 from kg.link.candidates import CandidateGenerator
 from kg.link.dense import DenseIndex, Embed, entity_vectors
 from kg.link.disambiguate import Context, Scorer, featurize
+from kg.link.leads import load_names
 from kg.link.mentions import Mention, MentionFinder, given_mentions
 from kg.link.nlp import load_spacy
 
@@ -77,6 +78,10 @@ def bundled_scorer_path() -> Path:
     return data_root() / "linker" / "scorer.json"
 
 
+def bundled_names_path() -> Path:
+    return data_root() / "linker" / "names.parquet"
+
+
 def check_text(text: object, where: str = "input") -> str:
     if isinstance(text, bytes):
         try:
@@ -106,14 +111,18 @@ class Linker:
         nlp: Language | None = None,
         embed: Embed | None = None,
         transe: EntityVectors | None = None,
+        other_names: Mapping[str, list[str]] | None = None,
     ) -> None:
         """`nlp`: an already loaded spaCy pipeline to share (the spaCy component passes its own);
         otherwise `spacy_model` (a name, default the offline English pipeline) is loaded, NER only.
         `transe`: TransE vectors for graph coherence; by default the bundled FB15k-237 model where
-        it knows most of `kg`'s entities (matched by key or QID), else none."""
+        it knows most of `kg`'s entities (matched by key or QID), else none. `other_names`: QID →
+        names the KG lacks (default: those mined from Wikipedia leads, `data/linker/names.parquet`)."""
         self.kg = kg
         self.nlp = nlp if nlp is not None else load_spacy(spacy_model, enable=["ner"])
-        self.aliases = AliasTable.from_kg(kg)
+        if other_names is None and bundled_names_path().exists():
+            other_names = load_names(bundled_names_path())
+        self.aliases = AliasTable.from_kg(kg, other_names=other_names)
         self.context = Context.build(kg)
         self.candidates = CandidateGenerator(self.context, self.aliases)
         self.finder = MentionFinder(self.nlp, self.aliases, names_something=self.candidates.names_something)

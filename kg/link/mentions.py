@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Container, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from kg.link.aliases import normalize
@@ -33,6 +33,7 @@ class Mention:
     end: int
     text: str
     label: str  # spaCy NER label, "ALIAS" for alias-matcher spans, "GIVEN" for user spans
+    beside_number: bool = False  # a score or count next to it ('Luton 2 Bolton 1', 'Surrey 320-5')
 
 
 class MentionFinder:
@@ -78,12 +79,7 @@ class MentionFinder:
         chosen = [
             m
             for m in chosen
-            if not any(
-                m.start <= s.start_char
-                and s.end_char <= m.end
-                and s.end_char - s.start_char < m.end - m.start
-                for s in spans
-            )
+            if not _holds_names(m, [(s.start_char, s.end_char) for s in spans])
             or normalize(m.text) in table
             or (self.names_something is not None and self.names_something(m))
         ]
@@ -111,17 +107,101 @@ class MentionFinder:
                 continue
             taken.append((span.start_char, span.end_char))
             chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "ALIAS"), table))
-        return sorted(chosen, key=lambda m: m.start)
+        return sorted((_in_context(m, doc.text) for m in chosen), key=lambda m: m.start)
 
 
 def given_mentions(text: str, spans: Iterable[tuple[int, int]], doc: Doc | None = None) -> list[Mention]:
     """Mentions for user-given character spans (the `--spans` mode), typed by the NER where it
     found the same span, else labelled GIVEN."""
     ner = {(e.start_char, e.end_char): e.label_ for e in doc.ents} if doc is not None else {}
-    return [Mention(s, e, text[s:e], ner.get((s, e), "GIVEN")) for s, e in spans]
+    return [_in_context(Mention(s, e, text[s:e], ner.get((s, e), "GIVEN")), text) for s, e in spans]
+
+
+_NUMBER_AFTER = re.compile(r"[ \t]*\(?\d")
+_NUMBER_BEFORE = re.compile(r"\d\)?[ \t]*$")
+_DATE_AFTER = re.compile(r"[ \t]*\d{4}-\d\d-\d\d")  # a dateline ('LONDON 1996-08-31'), no score
+
+
+def _in_context(m: Mention, text: str) -> Mention:
+    """`m` with what its neighbourhood says: whether a number stands right before or after it, as
+    in results tables, where place names stand for teams."""
+    after, before = text[m.end : m.end + 12], text[max(0, m.start - 12) : m.start]
+    beside = bool(
+        (_NUMBER_AFTER.match(after) and not _DATE_AFTER.match(after)) or _NUMBER_BEFORE.search(before)
+    )
+    return replace(m, beside_number=beside) if beside != m.beside_number else m
 
 
 _LINK_WORDS = frozenset({"of", "de", "del", "la", "le", "and", "&", "-", "du", "von", "van", "da"})
+
+
+# words that precede a name without being part of it: 'President Bill Clinton', 'Mr Major'
+_TITLES = frozenset(
+    [
+        "president",
+        "prime",
+        "minister",
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "sir",
+        "king",
+        "queen",
+        "prince",
+        "princess",
+        "pope",
+        "general",
+        "gen",
+        "senator",
+        "sen",
+        "rep",
+        "governor",
+        "gov",
+        "judge",
+        "coach",
+        "chancellor",
+        "premier",
+        "secretary",
+        "foreign",
+        "defence",
+        "defense",
+        "finance",
+        "vice",
+        "deputy",
+        "chairman",
+        "chief",
+        "leader",
+        "captain",
+        "lord",
+        "lady",
+        "state",
+        "former",
+        "new",
+    ]
+)
+
+
+def _holds_names(m: Mention, spans: list[tuple[int, int]]) -> bool:
+    """Whether NER span `m` is only a frame around the KG names inside it and gives way to them:
+    two or more names ('DETROIT CHICAGO', 'SEOUL 1996-08-30 Results of South Korean'), or one name
+    with nothing but titles, lower-case words and numbers around it ('President Bill Clinton').
+    A capitalised word beside the name makes it part of a longer one that the KG lacks ('Human
+    Rights in China', 'HONG KONG OPEN', 'Iraqi News Agency'): that name stays whole."""
+    inside = sorted((s, e) for s, e in spans if m.start <= s and e <= m.end and e - s < m.end - m.start)
+    if not inside:
+        return False
+    outer = [inside[0]]
+    for s, e in inside[1:]:
+        if s >= outer[-1][1]:
+            outer.append((s, e))
+    if len(outer) > 1:
+        return True
+    s, e = outer[0]
+    rest = (m.text[: s - m.start] + " " + m.text[e - m.start :]).split()
+    return all(
+        not w[:1].isupper() or w.rstrip(".").lower() in _TITLES or any(ch.isdigit() for ch in w) for w in rest
+    )
 
 
 def _proper(word: str) -> bool:

@@ -241,3 +241,31 @@ def test_dense_search_finds_entities_no_alias_names(linker: Linker) -> None:
     assert (
         treasury.text in linker.candidates._dense_cache and person.text not in linker.candidates._dense_cache
     )
+
+
+def test_britain_links_through_a_name_mined_from_wikipedia(linker: Linker) -> None:
+    assert "britain" not in {a.lower() for a in linker.kg.aliases[linker.kg.entity_id("Q145")]}
+    linked = {x.text: x.qid for x in linker.link("Britain and France signed the treaty in London.")}
+    assert linked.get("Britain") == "Q145", linked
+
+
+def test_numbers_beside_a_name_mark_a_results_table_but_a_dateline_does_not() -> None:
+    from kg.link.mentions import given_mentions
+
+    text = "LONDON 1996-08-31 Luton 2 Bolton 1 , Surrey 320-5 declared"
+    spans = [(0, 6), (18, 23), (26, 32), (37, 43)]
+    assert [m.beside_number for m in given_mentions(text, spans)] == [False, True, True, True]
+    assert not given_mentions("Luton is a town.", [(0, 5)])[0].beside_number
+
+
+def test_a_capitalised_word_beside_a_kg_name_keeps_the_longer_name_whole() -> None:
+    from kg.link.mentions import Mention, _holds_names
+
+    def holds(text: str, inner: str, *more: str) -> bool:
+        spans = [(text.index(x), text.index(x) + len(x)) for x in (inner, *more)]
+        return _holds_names(Mention(0, len(text), text, "ORG"), spans)
+
+    assert not holds("Human Rights in China", "China")  # an organisation the KG lacks: not China
+    assert not holds("HONG KONG OPEN", "HONG KONG")
+    assert holds("President Bill Clinton", "Bill Clinton")  # a title is no part of the name
+    assert holds("DETROIT CHICAGO", "DETROIT", "CHICAGO")  # two names run together
