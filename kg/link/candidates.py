@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
+from rapidfuzz import fuzz
 
 from kg.graph import KnowledgeGraph
 from kg.link.aliases import AliasTable, Candidate, normalize
@@ -42,7 +43,15 @@ class CandidateGenerator:
 
     def generate(self, mentions: list[Mention]) -> list[list[Candidate]]:
         base: list[dict[int, Candidate]] = []
+        settled: set[int] = set()  # surnames of people named before: their candidates and no others
         for i, m in enumerate(mentions):
+            person = _person_named_before(m, mentions[:i])
+            if person is not None:  # 'Jordan' after 'Neil Jordan' is him, not the country
+                best = sorted(base[person].values(), key=lambda c: -c.prior)[:3]
+                base.append({c.entity: self._as_coref(c, mentions[person]) for c in best})
+                if not best:  # a person the KG lacks: so is their surname
+                    settled.add(i)
+                continue
             cands = {c.entity: c for c in self.aliases.lookup(m.text, self.k)}
             if not cands:
                 for c in self._coreferent(m, mentions[:i], base):
@@ -60,7 +69,7 @@ class CandidateGenerator:
             unknown = [
                 i
                 for i, (m, cands) in enumerate(zip(mentions, base, strict=True))
-                if not cands and _describable(m)
+                if not cands and _describable(m) and i not in settled
             ]
             hits = self.dense_hits([mentions[i].text for i in unknown])
             for i in unknown:
@@ -69,7 +78,10 @@ class CandidateGenerator:
                     for e, score in hits[mentions[i].text]
                 }
         found: list[list[Candidate]] = []
-        for m, cands in zip(mentions, base, strict=True):
+        for i, (m, cands) in enumerate(zip(mentions, base, strict=True)):
+            if i in settled:
+                found.append(list(cands.values()))
+                continue
             if self.graph_expansion:
                 for c in self._expand(normalize(m.text), list(cands.values())[:3]):
                     cands.setdefault(c.entity, c)
@@ -123,6 +135,12 @@ class CandidateGenerator:
                 out.extend(replace(c, source="coref") for c in best)
                 break
         return out
+
+    def _as_coref(self, c: Candidate, antecedent: Mention) -> Candidate:
+        """A candidate of the earlier, fuller name, whose name evidence it keeps: the name scores
+        compare the entity with 'Neil Jordan', not with 'Jordan'."""
+        similarity = fuzz.ratio(normalize(antecedent.text), self._labels[c.entity]) / 100.0
+        return replace(c, source="coref", name_score=similarity)
 
     def _expand(self, key: str, seeds: list[Candidate]) -> list[Candidate]:
         """KG neighbours of strong alias matches whose name contains the mention ('Chicago' →
@@ -209,6 +227,28 @@ class CandidateGenerator:
     @cached_property
     def _prefix3(self) -> np.ndarray:
         return np.array([x[:3] for x in self._labels])
+
+
+def person_antecedents(mentions: list[Mention]) -> list[int | None]:
+    """Per mention, the earlier mention of the person it names by surname (or None)."""
+    return [_person_named_before(m, mentions[:i]) for i, m in enumerate(mentions)]
+
+
+def _person_named_before(m: Mention, earlier: list[Mention]) -> int | None:
+    """The index of the latest earlier mention that NER calls a person and whose name has `m` as
+    one of its words ('Washington' after 'MaliVai Washington'): within a document a surname names
+    the person named in full before, whether or not the KG knows them (then `m` is NIL too)."""
+    if " " in m.text.strip() or not m.text[:1].isupper():
+        return None
+    key = normalize(m.text)
+    for j in range(len(earlier) - 1, -1, -1):
+        words = normalize(earlier[j].text).split()
+        if earlier[j].label != "PERSON" or len(words) < 2:
+            continue
+        # a surname, or a first name that NER also calls a person ('Alan' after 'Alan Shearer')
+        if key in words[1:] or (key == words[0] and m.label == "PERSON"):
+            return j
+    return None
 
 
 def _describable(m: Mention) -> bool:

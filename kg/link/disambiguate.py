@@ -181,8 +181,10 @@ def featurize(
                     c.prior,
                     np.log(c.prior + 1e-4),
                     float(rank == 0),
-                    fuzz.ratio(key, ctx.norm_labels[c.entity]) / 100.0,
-                    float(key == ctx.norm_labels[c.entity]),
+                    c.name_score
+                    if c.source == "coref"
+                    else fuzz.ratio(key, ctx.norm_labels[c.entity]) / 100.0,
+                    float(c.name_score == 1.0 if c.source == "coref" else key == ctx.norm_labels[c.entity]),
                     float(bool(ner_type) and ner_type == kg_type),
                     float(bool(ner_type) and bool(kg_type) and ner_type != kg_type),
                     ctx.log_degree[c.entity],

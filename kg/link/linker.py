@@ -18,7 +18,7 @@ from kg.errors import KGPipeError
 from kg.graph import KnowledgeGraph
 from kg.io import data_root, load_kg
 from kg.link.aliases import AliasTable
-from kg.link.candidates import CandidateGenerator
+from kg.link.candidates import CandidateGenerator, person_antecedents
 from kg.link.dense import DenseIndex, Embed, entity_vectors
 from kg.link.disambiguate import Context, Scorer, featurize
 from kg.link.leads import load_names
@@ -204,10 +204,16 @@ class Linker:
         """Choose an entity for each mention; NIL mentions are dropped unless `keep_nil`."""
         cands = self.candidates.generate(mentions)
         feats = featurize(self.context, mentions, cands, doc_vector)
+        decisions = self.scorer.decide(self.context, cands, feats)
+        # a surname is as sure as the full name it repeats ('Obama' after 'Barack Obama'), when
+        # both chose the same entity: the full name carried the evidence
+        for i, j in enumerate(person_antecedents(mentions)):
+            if j is not None and cands[i] and cands[j]:
+                (bi, si), (bj, sj) = decisions[i], decisions[j]
+                if cands[i][bi].entity == cands[j][bj].entity and sj > si:
+                    decisions[i] = (bi, sj)
         out = []
-        for m, cs, (best, score) in zip(
-            mentions, cands, self.scorer.decide(self.context, cands, feats), strict=True
-        ):
+        for m, cs, (best, score) in zip(mentions, cands, decisions, strict=True):
             if cs and score >= self.min_score:
                 e = cs[best].entity
                 out.append(LinkedEntity(m.start, m.end, m.text, self.kg.qids[e], score, e, m.label))

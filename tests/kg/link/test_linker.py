@@ -269,3 +269,14 @@ def test_a_capitalised_word_beside_a_kg_name_keeps_the_longer_name_whole() -> No
     assert not holds("HONG KONG OPEN", "HONG KONG")
     assert holds("President Bill Clinton", "Bill Clinton")  # a title is no part of the name
     assert holds("DETROIT CHICAGO", "DETROIT", "CHICAGO")  # two names run together
+
+
+def test_a_surname_names_the_person_named_in_full_before(linker: Linker) -> None:
+    saved, linker.min_score = linker.min_score, 0.0  # the choice, whatever its confidence
+    try:
+        linked = linker.link("Neil Jordan directed the film in Dublin. Jordan said it was his best.")
+        unknown = linker.link("Zxqwv Washington won the match. Washington said he was tired.")
+    finally:
+        linker.min_score = saved
+    assert [x.qid for x in linked if x.text == "Jordan"] == ["Q55428"]  # the director, not the country
+    assert not [x for x in unknown if x.text == "Washington"]  # a person the KG lacks: not the city
