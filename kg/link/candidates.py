@@ -44,8 +44,7 @@ class CandidateGenerator:
     def generate(self, mentions: list[Mention]) -> list[list[Candidate]]:
         base: list[dict[int, Candidate]] = []
         settled: set[int] = set()  # surnames of people named before: their candidates and no others
-        for i, m in enumerate(mentions):
-            person = _person_named_before(m, mentions[:i])
+        for i, (m, person) in enumerate(zip(mentions, person_antecedents(mentions), strict=True)):
             if person is not None:  # 'Jordan' after 'Neil Jordan' is him, not the country
                 best = sorted(base[person].values(), key=lambda c: -c.prior)[:3]
                 base.append({c.entity: self._as_coref(c, mentions[person]) for c in best})
@@ -230,25 +229,26 @@ class CandidateGenerator:
 
 
 def person_antecedents(mentions: list[Mention]) -> list[int | None]:
-    """Per mention, the earlier mention of the person it names by surname (or None)."""
-    return [_person_named_before(m, mentions[:i]) for i, m in enumerate(mentions)]
-
-
-def _person_named_before(m: Mention, earlier: list[Mention]) -> int | None:
-    """The index of the latest earlier mention that NER calls a person and whose name has `m` as
-    one of its words ('Washington' after 'MaliVai Washington'): within a document a surname names
-    the person named in full before, whether or not the KG knows them (then `m` is NIL too)."""
-    if " " in m.text.strip() or not m.text[:1].isupper():
-        return None
-    key = normalize(m.text)
-    for j in range(len(earlier) - 1, -1, -1):
-        words = normalize(earlier[j].text).split()
-        if earlier[j].label != "PERSON" or len(words) < 2:
-            continue
+    """Per mention, the latest earlier mention that NER calls a person and whose name has it as one
+    of its words ('Washington' after 'MaliVai Washington'), or None: within a document a surname
+    names the person named in full before, whether or not the KG knows them (then it is NIL too)."""
+    surnames: dict[str, int] = {}  # a later word of a person's name → that mention
+    first_names: dict[str, int] = {}
+    out: list[int | None] = []
+    for i, m in enumerate(mentions):
+        key = normalize(m.text)
+        single = " " not in m.text.strip() and m.text[:1].isupper()
         # a surname, or a first name that NER also calls a person ('Alan' after 'Alan Shearer')
-        if key in words[1:] or (key == words[0] and m.label == "PERSON"):
-            return j
-    return None
+        found = surnames.get(key) if single else None
+        if single and m.label == "PERSON" and key in first_names:
+            found = max(found if found is not None else -1, first_names[key])
+        out.append(found)
+        words = key.split()
+        if m.label == "PERSON" and len(words) > 1:
+            first_names[words[0]] = i
+            for w in words[1:]:
+                surnames[w] = i
+    return out
 
 
 def _describable(m: Mention) -> bool:

@@ -271,9 +271,11 @@ def _similarity_to_others(
             for cands, p in zip(candidates, probs, strict=True)
         ]
     )
+    total = expected.sum(axis=0)
     for i, cands in enumerate(candidates):
         if cands:
-            sims = (table[[c.entity for c in cands]] @ np.delete(expected, i, axis=0).T).mean(axis=1)
+            # the mean similarity to the others is the similarity to their mean
+            sims = table[[c.entity for c in cands]] @ ((total - expected[i]) / (len(candidates) - 1))
             out[i][:, col] = sims
             out[i][:, col + 1] = sims >= sims.max() - 1e-6
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from kg.embed.checkpoint import EntityVectors
 from kg.errors import KGPipeError
@@ -168,14 +169,20 @@ class Linker:
             for lo in range(0, len(texts), chunk):
                 part = texts[lo : lo + chunk]
                 # the text model reads the openings while spaCy tags the documents: both release
-                # the GIL in their matrix code, so on two cores the two overlap
-                pending = pool.submit(self.doc_vectors, part)
-                docs = list(self.nlp.pipe(part, batch_size=batch_size))
+                # the GIL in their matrix code, so they overlap; torch gets one core fewer
+                # meanwhile, so that the two do not fight over the same cores
+                threads = torch.get_num_threads()
+                torch.set_num_threads(max(threads - 1, 1))
+                try:
+                    pending = pool.submit(self.doc_vectors, part)
+                    docs = list(self.nlp.pipe(part, batch_size=batch_size))
+                    vectors = pending.result()
+                finally:
+                    torch.set_num_threads(threads)
                 found = [
                     self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
                     for i, doc in enumerate(docs, start=lo)
                 ]
-                vectors = pending.result()
                 self.candidates.prefetch([m for mentions in found for m in mentions])
                 for mentions, vector in zip(found, vectors, strict=True):
                     results.append(self.disambiguate(mentions, keep_nil=spans is not None, doc_vector=vector))
