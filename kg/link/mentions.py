@@ -107,7 +107,8 @@ class MentionFinder:
                 continue
             taken.append((span.start_char, span.end_char))
             chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "ALIAS"), table))
-        return sorted((_in_context(m, doc.text) for m in chosen), key=lambda m: m.start)
+        text = doc.text  # spaCy joins it anew on every access
+        return sorted((_in_context(m, text) for m in chosen), key=lambda m: m.start)
 
 
 def given_mentions(text: str, spans: Iterable[tuple[int, int]], doc: Doc | None = None) -> list[Mention]:
