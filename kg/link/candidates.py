@@ -39,6 +39,7 @@ class CandidateGenerator:
     dense: DenseIndex | None = None  # entity-description search for names no alias matches
     dense_k: int = 10
     _dense_cache: dict[str, list[tuple[int, float]]] = field(default_factory=dict, repr=False)
+    _expand_memo: dict[tuple[str, int], list[int]] = field(default_factory=dict, repr=False)
     places: dict[str, list[int]] | None = None  # first three letters of a place's name → places
 
     def generate(self, mentions: list[Mention]) -> list[list[Candidate]]:
@@ -146,19 +147,29 @@ class CandidateGenerator:
         'Chicago White Sox', 'England' → 'England cricket team'): metonymy lives one hop away."""
         if len(key) < 3:
             return []
-        adj = self.kg.adjacency
         out: list[Candidate] = []
         for seed in seeds:
-            neigh = np.unique(adj.neighbor[adj.row(seed.entity)])
-            neigh = neigh[np.argsort(-self._degree[neigh], kind="stable")]
-            for n in neigh[self._prefix3[neigh] == key[:3]].tolist():  # a cheap sieve before the string test
-                if (
-                    self.kg.qids[n]
-                    and _related_name(key, self._labels[n])
-                    and len(out) < self.graph_expansion
-                ):
+            for n in self._neighbours_named_like(key, seed.entity):
+                if len(out) < self.graph_expansion:
                     out.append(Candidate(n, seed.prior * 0.1, "graph", 0.0))
         return out
+
+    def _neighbours_named_like(self, key: str, entity: int) -> list[int]:
+        """`entity`'s KG neighbours whose name is related to `key`, best-connected first; cached,
+        as documents keep naming the same places."""
+        memo = self._expand_memo
+        if (key, entity) not in memo:
+            if len(memo) > 100_000:  # bounded for long jobs
+                memo.clear()
+            adj = self.kg.adjacency
+            neigh = np.unique(adj.neighbor[adj.row(entity)])
+            neigh = neigh[np.argsort(-self._degree[neigh], kind="stable")]
+            memo[key, entity] = [
+                n
+                for n in neigh[self._prefix3[neigh] == key[:3]].tolist()  # a cheap sieve first
+                if self.kg.qids[n] and _related_name(key, self._labels[n])
+            ]
+        return memo[key, entity]
 
     def _named_longer(self, key: str) -> list[Candidate]:
         """Entities whose name is the mention plus more words: a place standing for its team or

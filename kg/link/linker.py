@@ -192,6 +192,7 @@ class Linker:
         """Empty the caches that fill as documents are linked (dense hits, fuzzy matches, KG
         neighbour sets): for timing a cold linker, or to give the memory back."""
         self.candidates._dense_cache.clear()
+        self.candidates._expand_memo.clear()
         self.aliases._fuzzy_memo.clear()
         self.context._neighbours.clear()
 
