@@ -108,12 +108,10 @@ def sports_teams(kg: KnowledgeGraph) -> np.ndarray:
     out = np.array(
         [
             bool(_TEAM_WORDS.search(d or "")) and label[:1].isupper()  # not 'defender', 'ice hockey'
-            for d, label in zip(kg.descriptions, kg.labels, strict=False)
+            for d, label in zip(kg.descriptions, kg.labels, strict=True)
         ],
         dtype=bool,
     )
-    if len(out) != kg.num_entities:
-        out = np.zeros(kg.num_entities, dtype=bool)
     team_rel = [i for i, key in enumerate(kg.relations) if key.startswith(_TEAM_RELATIONS)]
     train = kg.triples["train"]
     out[train[np.isin(train[:, 1], team_rel), 0]] = True
@@ -181,6 +179,7 @@ def featurize(
                     c.prior,
                     np.log(c.prior + 1e-4),
                     float(rank == 0),
+                    # a coreferent mention ('Jordan') keeps its fuller antecedent's name evidence
                     c.name_score
                     if c.source == "coref"
                     else fuzz.ratio(key, ctx.norm_labels[c.entity]) / 100.0,

@@ -62,7 +62,8 @@ def mine(articles: Iterable[Mapping[str, str]], qid_of_title: Mapping[str, str])
         if qid:
             names = names_in_lead(article.get("text", ""), article["title"])
             if names:
-                out.setdefault(qid, []).extend(n for n in names if n not in out.get(qid, []))
+                known = out.setdefault(qid, [])
+                known += [n for n in names if n not in known]
     return out
 
 

@@ -280,3 +280,9 @@ def test_a_surname_names_the_person_named_in_full_before(linker: Linker) -> None
         linker.min_score = saved
     assert [x.qid for x in linked if x.text == "Jordan"] == ["Q55428"]  # the director, not the country
     assert not [x for x in unknown if x.text == "Washington"]  # a person the KG lacks: not the city
+
+
+def test_sports_teams_are_known_by_description_or_relations(linker: Linker) -> None:
+    teams, e = linker.context.teams, linker.kg.entity_id
+    assert teams[e("Q18520")] and teams[e("Q1321565")]  # Luton Town F.C., England cricket team
+    assert not teams[e("Q203889")] and not teams[e("Q21")]  # the town of Luton, England
