@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from kg.errors import KGFormatError
 from kg.graph import KnowledgeGraph
+from kg.storage import atomic_write
 
 _VERB = re.compile(r"\s(?:is|was|are|were|refers to|has been)\s")
 _PARENS = re.compile(r"\(([^()]*)\)")
@@ -102,13 +103,11 @@ def read_articles(path: str | Path) -> list[dict[str, str]]:
 
 
 def save_names(names: Mapping[str, list[str]], path: str | Path) -> None:
-    """Parquet (qid, name), written to a temporary file and renamed."""
-    path = Path(path)
+    """Parquet (qid, name), written atomically."""
     rows = [(q, n) for q, ns in sorted(names.items()) for n in ns]
     table = pa.table({"qid": [q for q, _ in rows], "name": [n for _, n in rows]})
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    with atomic_write(path, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
 
 
 def load_names(path: str | Path) -> dict[str, list[str]]:
