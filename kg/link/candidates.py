@@ -23,6 +23,7 @@ from kg.link.disambiguate import Context
 from kg.link.mentions import Mention
 
 _DEMONYM = re.compile(r"^[A-Z][a-z]+(?:an|ian|ese|ish|i|ic|ch|ss|k|s)$")  # Israeli, Mexican, Sudanese, Tajik
+_ADJECTIVE_SUFFIXES = ("an", "n", "ian", "ean", "ic", "ish", "ese", "i")
 _ABBREV = re.compile(r"^[A-Z](?:\.?[A-Z])+\.?$")
 
 
@@ -89,8 +90,12 @@ class CandidateGenerator:
                 for c in self._named_longer(normalize(m.text)):
                     cands.setdefault(c.entity, c)
             if _DEMONYM.search(m.text) or m.label == "NORP":
-                for c in self._places_named_like(normalize(m.text)):
-                    cands.setdefault(c.entity, c)
+                for c in self._demonym_of(normalize(m.text)):
+                    # 'European' is Europe's adjective, not a misspelling of it: the demonym
+                    # evidence replaces a fuzzy match of the same entity
+                    old = cands.get(c.entity)
+                    if old is None or old.source == "fuzzy":
+                        cands[c.entity] = c
             found.append(sorted(cands.values(), key=lambda c: -c.prior)[: self.k])
         return found
 
@@ -119,7 +124,7 @@ class CandidateGenerator:
         return bool(
             self.aliases.lookup(m.text, 1)
             or (self.fuzzy and len(key) > 3 and self.aliases.fuzzy(m.text, k=1))
-            or ((_DEMONYM.search(m.text) or m.label == "NORP") and self._places_named_like(key))
+            or ((_DEMONYM.search(m.text) or m.label == "NORP") and self._demonym_of(key))
         )
 
     def _coreferent(
@@ -195,6 +200,34 @@ class CandidateGenerator:
         for ids in index.values():
             ids.sort(key=lambda i: -self._degree[i])
         return index
+
+    def _demonym_of(self, key: str) -> list[Candidate]:
+        """What an adjective or demonym names: places sharing its stem ('Israeli' → Israel) and any
+        entity whose name it derives from by an English suffix ('Islamic' → Islam, 'European' →
+        Europe, 'Latin American' → Latin America)."""
+        found = self._places_named_like(key)
+        seen = {c.entity for c in found}
+        derived = [i for i in self._derived_names.get(key, []) if i not in seen]
+        if derived:
+            total = float(sum(self._degree[i] for i in derived)) or 1.0
+            found += [Candidate(i, 0.5 * self._degree[i] / total, "demonym", 0.0) for i in derived[:5]]
+        return found
+
+    @cached_property
+    def _derived_names(self) -> dict[str, list[int]]:
+        """Adjectives made from entity names by English suffixes ('islam' + 'ic', 'europ(e)' +
+        'ean', 'africa' + 'n') → those entities, best-connected first."""
+        out: dict[str, list[int]] = {}
+        for i, label in enumerate(self._labels):
+            if not self.kg.qids[i] or len(label) < 4 or not label[-1:].isalpha():
+                continue
+            stems = {label, label[:-1]} if label[-1] in "aeyo" else {label}
+            for stem in stems:
+                for suffix in _ADJECTIVE_SUFFIXES:
+                    out.setdefault(stem + suffix, []).append(i)
+        for ids in out.values():
+            ids.sort(key=lambda i: -self._degree[i])
+        return out
 
     def _places_named_like(self, key: str) -> list[Candidate]:
         """Places whose name shares the mention's stem: 'Israeli' → Israel, 'Mexican' → Mexico."""

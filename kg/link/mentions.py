@@ -15,7 +15,7 @@ from kg.link.aliases import normalize
 
 if TYPE_CHECKING:
     from spacy.language import Language
-    from spacy.tokens import Doc
+    from spacy.tokens import Doc, Span, Token
 
     from kg.link.aliases import AliasTable
 
@@ -32,7 +32,7 @@ class Mention:
     start: int
     end: int
     text: str
-    label: str  # spaCy NER label, "ALIAS" for alias-matcher spans, "GIVEN" for user spans
+    label: str  # spaCy NER label; "PART": a piece of a cut NER span; "ALIAS": alias-matcher span; "GIVEN": user span
     beside_number: bool = False  # a score or count next to it ('Luton 2 Bolton 1', 'Surrey 320-5')
 
 
@@ -63,11 +63,14 @@ class MentionFinder:
 
     def find(self, doc: Doc) -> list[Mention]:
         table = self.aliases.aliases if self.aliases is not None else {}
-        chosen = [
-            _trimmed(Mention(e.start_char, e.end_char, e.text, e.label_), table)
-            for e in doc.ents
-            if e.label_ in ENTITY_LABELS
-        ]
+        chosen = []
+        for e in doc.ents:
+            if e.label_ in ENTITY_LABELS:
+                pieces = _pieces(e, table)
+                # the NER label was for the whole span ('Sri Lanka - Arjuna Ranatunga': PERSON):
+                # its pieces carry none
+                label = e.label_ if len(pieces) == 1 else "PART"
+                chosen += [_trimmed(Mention(p.start_char, p.end_char, p.text, label), table) for p in pieces]
         if self.matcher is None or self.aliases is None:
             return chosen
         stop = self.stop_words
@@ -109,6 +112,35 @@ class MentionFinder:
             chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "ALIAS"), table))
         text = doc.text  # spaCy joins it anew on every access
         return sorted((_in_context(m, text) for m in chosen), key=lambda m: m.start)
+
+
+# tokens that part two names inside one NER span: results ('Pohang 3 Ulsan', 'Celtic v Rangers'),
+# datelines and bylines ('Sri Lanka - Arjuna Ranatunga', 'Oval ( London')
+_SEPARATORS = frozenset({"-", "--", "–", "(", ")", "v", "vs", "vs.", ",", ":", ";", "/"})
+
+
+def _pieces(ent: Span, names: Container[str]) -> list[Span]:
+    """An NER span cut at separator tokens and numbers ('Pohang 3 Ulsan' → 'Pohang', 'Ulsan'), unless
+    the KG knows it whole ('Apollo 13', 'Schalke 04'). A hyphen inside a word ('Saint-Etienne',
+    'Ontario-based') separates nothing."""
+    doc = ent.doc
+
+    def separates(t: Token) -> bool:
+        if t.text in ("-", "--", "–"):
+            return t.i > ent.start and bool(doc[t.i - 1].whitespace_)
+        return t.text in _SEPARATORS or (t.text[:1].isdigit() and t.like_num)
+
+    if not any(separates(t) for t in ent) or normalize(ent.text) in names:
+        return [ent]
+    out, start = [], ent.start
+    for t in ent:
+        if separates(t):
+            if t.i > start:
+                out.append(doc[start : t.i])
+            start = t.i + 1
+    if start < ent.end:
+        out.append(doc[start : ent.end])
+    return [p for p in out if any(ch.isalpha() for ch in p.text)]
 
 
 def given_mentions(text: str, spans: Iterable[tuple[int, int]], doc: Doc | None = None) -> list[Mention]:
