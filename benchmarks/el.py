@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from encoders.text import text_embedder
-from kg.link.aliases import Candidate
+from kg.link.aliases import Candidate, normalize
 from kg.link.disambiguate import Scorer, featurize
 from kg.link.linker import Linker, bundled_scorer_path
 from kg.link.mentions import given_mentions
@@ -46,9 +46,9 @@ def gold_of(doc: dict, qids: set[str]) -> set[tuple[int, int, str]]:
 
 def examples(
     linker: Linker, docs: list[dict], qids: set[str]
-) -> list[tuple[list[list[Candidate]], list[np.ndarray], list[int]]]:
-    """Per document, per detected mention: its candidates, their feature rows and the gold row
-    (-1: NIL or not among the candidates)."""
+) -> list[tuple[list[list[Candidate]], list[np.ndarray], list[int], list[str]]]:
+    """Per document, per detected mention: its candidates, their feature rows, the gold row
+    (-1: NIL or not among the candidates) and its normalised text."""
     out = []
     texts = [d["text"] for d in docs]
     for doc, sdoc, vec in zip(
@@ -61,7 +61,8 @@ def examples(
         for m, cs in zip(mentions, cands, strict=True):
             target = gold.get((m.start, m.end))
             rows.append(next((i for i, c in enumerate(cs) if linker.kg.qids[c.entity] == target), -1))
-        out.append((cands, featurize(linker.context, mentions, cands, vec), rows))
+        names = [normalize(m.text) for m in mentions]
+        out.append((cands, featurize(linker.context, mentions, cands, vec), rows, names))
     return out
 
 
@@ -102,7 +103,7 @@ def train(args: argparse.Namespace) -> None:
     out = bundled_scorer_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     linker.scorer.save(out)
-    gold = [g for cands, _, golds in documents for cs, g in zip(cands, golds, strict=True) if cs]
+    gold = [g for cands, _, golds, _ in documents for cs, g in zip(cands, golds, strict=True) if cs]
     result = {"folds": args.folds, "threshold": best[0], "f1_all_training_docs": best[1], "sets": per_set}
     (ROOT / "benchmarks" / "results" / "el_cv.json").write_text(json.dumps(result, indent=2) + "\n")
     print(

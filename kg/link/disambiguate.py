@@ -61,7 +61,7 @@ FEATURES = [
     "context_best",
 ]
 FULL_EVIDENCE = 5  # other mentions in a document for the collective features' full weight
-COLLECTIVE = ["doc_kind", "doc_kind_best", "doc_neighbours", "doc_transe", "doc_transe_best"]
+COLLECTIVE = ["doc_kind", "doc_kind_best", "doc_neighbours", "doc_transe", "doc_transe_best", "same_name"]
 NER_COARSE = {"PERSON": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC", "NORP": "LOC"}
 # Freebase relation prefixes that say what their head entity is
 RELATION_TYPES = (
@@ -224,11 +224,16 @@ def featurize(
 
 
 def collective_features(
-    ctx: Context, candidates: list[list[Candidate]], probs: list[np.ndarray]
+    ctx: Context,
+    candidates: list[list[Candidate]],
+    probs: list[np.ndarray],
+    names: list[str] | None = None,
 ) -> list[np.ndarray]:
     """float32[n_candidates, len(COLLECTIVE)] per mention, from the first pass's `probs` over each
-    mention's candidates: description similarity to the other mentions' expected entities, and
-    the probability mass of the other mentions that sits on the candidate's KG neighbours."""
+    mention's candidates: description similarity to the other mentions' expected entities, the
+    probability mass of the other mentions that sits on the candidate's KG neighbours, and (with
+    each mention's normalised `names`) the mean probability that the other mentions of the same
+    name give the candidate: one sense per document ('England' is the cricket team throughout)."""
     n = len(candidates)
     out = [np.zeros((len(c), len(COLLECTIVE)), np.float32) for c in candidates]
     if n < 2:
@@ -252,7 +257,16 @@ def collective_features(
     # one or two other mentions are thin evidence ('Barack Obama visited Paris.': Paris is no
     # person): the features grow to full weight with the number of other mentions
     weight = min(1.0, (n - 1) / FULL_EVIDENCE)
-    return [block * weight for block in out]
+    out = [block * weight for block in out]
+    if names is not None:
+        same: dict[str, list[int]] = {}
+        for i, key in enumerate(names):
+            same.setdefault(key, []).append(i)
+        for i, cands in enumerate(candidates):
+            others = [j for j in same[names[i]] if j != i]
+            for r, c in enumerate(cands if others else []):
+                out[i][r, -1] = mass[c.entity][others].mean()
+    return out
 
 
 def _similarity_to_others(
@@ -299,20 +313,29 @@ class Scorer:
     collective: Scorer | None = None  # the second pass, over FEATURES + COLLECTIVE
 
     def decide(
-        self, ctx: Context, candidates: list[list[Candidate]], features: list[np.ndarray]
+        self,
+        ctx: Context,
+        candidates: list[list[Candidate]],
+        features: list[np.ndarray],
+        names: list[str] | None = None,
     ) -> list[tuple[int, float]]:
         """(best candidate row, P(it is right)) per mention of one document; (-1, 0.0) where a
-        mention has no candidates. Runs the collective pass when one was trained."""
+        mention has no candidates. Runs the collective pass when one was trained; `names`: each
+        mention's normalised text, for its same-name feature."""
         if self.collective is not None:
-            features = self.with_collective(ctx, candidates, features)
+            features = self.with_collective(ctx, candidates, features, names)
             return self.collective.decide(ctx, candidates, features)
         return [self.choose(f) if len(f) else (-1, 0.0) for f in features]
 
     def with_collective(
-        self, ctx: Context, candidates: list[list[Candidate]], features: list[np.ndarray]
+        self,
+        ctx: Context,
+        candidates: list[list[Candidate]],
+        features: list[np.ndarray],
+        names: list[str] | None = None,
     ) -> list[np.ndarray]:
         probs = [self.probabilities(f) if len(f) else np.zeros(0) for f in features]
-        extra = collective_features(ctx, candidates, probs)
+        extra = collective_features(ctx, candidates, probs, names)
         return [np.hstack([f, x]) for f, x in zip(features, extra, strict=True)]
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
@@ -381,17 +404,19 @@ class Scorer:
     def fit_documents(
         self,
         ctx: Context,
-        documents: list[tuple[list[list[Candidate]], list[np.ndarray], list[int]]],
+        documents: list[tuple[list[list[Candidate]], list[np.ndarray], list[int], list[str]]],
         folds: int = 5,
         seed: int = 0,
     ) -> Scorer:
-        """Fit both passes. `documents`: per document, each mention's candidates, feature rows and
-        gold row (-1: NIL or not among the candidates). The second pass learns from first-pass
+        """Fit both passes. `documents`: per document, each mention's candidates, feature rows, gold
+        row (-1: NIL or not among the candidates) and normalised text. The second pass learns from first-pass
         choices made by models that did not see the document (cross-fitting over `folds`), as it
         will meet them on new text."""
 
         def flat(docs: list) -> tuple[list[np.ndarray], list[int]]:
-            pairs = [(f, g) for _, feats, golds in docs for f, g in zip(feats, golds, strict=True) if len(f)]
+            pairs = [
+                (f, g) for _, feats, golds, _ in docs for f, g in zip(feats, golds, strict=True) if len(f)
+            ]
             return [f for f, _ in pairs], [g for _, g in pairs]
 
         self.collective = None
@@ -403,9 +428,10 @@ class Scorer:
             first = Scorer().fit(
                 *flat([d for d, f in zip(documents, fold, strict=True) if f != k]), seed=seed
             )
-            for (cands, feats, golds), f in zip(documents, fold, strict=True):
+            for (cands, feats, golds, names), f in zip(documents, fold, strict=True):
                 if f == k:
-                    for row, g in zip(first.with_collective(ctx, cands, feats), golds, strict=True):
+                    rows = first.with_collective(ctx, cands, feats, names)
+                    for row, g in zip(rows, golds, strict=True):
                         if len(row):
                             second.append(row)
                             second_gold.append(g)

@@ -18,7 +18,7 @@ from kg.embed.checkpoint import EntityVectors
 from kg.errors import KGPipeError
 from kg.graph import KnowledgeGraph
 from kg.io import data_root, load_kg
-from kg.link.aliases import AliasTable
+from kg.link.aliases import AliasTable, normalize
 from kg.link.candidates import CandidateGenerator, person_antecedents
 from kg.link.dense import DenseIndex, Embed, entity_vectors
 from kg.link.disambiguate import Context, Scorer, featurize
@@ -212,7 +212,7 @@ class Linker:
         """Choose an entity for each mention; NIL mentions are dropped unless `keep_nil`."""
         cands = self.candidates.generate(mentions)
         feats = featurize(self.context, mentions, cands, doc_vector)
-        decisions = self.scorer.decide(self.context, cands, feats)
+        decisions = self.scorer.decide(self.context, cands, feats, [normalize(m.text) for m in mentions])
         # a surname is as sure as the full name it repeats ('Obama' after 'Barack Obama'), when
         # both chose the same entity: the full name carried the evidence
         for i, j in enumerate(person_antecedents(mentions)):
