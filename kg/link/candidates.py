@@ -298,8 +298,10 @@ def person_antecedents(mentions: list[Mention]) -> list[int | None]:
 def _describable(m: Mention) -> bool:
     """Whether dense search over descriptions may find the mention's entity: not for alias-matcher
     spans (their name is known) nor for people, whose names say nothing about them ('John Smith'
-    finds other Smiths); those are matched by name, fuzzily and by coreference."""
-    return m.label not in ("ALIAS", "PERSON")
+    finds other Smiths); those are matched by name, fuzzily and by coreference. Nor for pieces of
+    a cut NER span ('Prices' from 'UNITED STATES - Prices'): the span was wrong, its words may be
+    no name at all."""
+    return m.label not in ("ALIAS", "PERSON", "PART")
 
 
 def _related_name(key: str, label: str) -> bool:

@@ -265,7 +265,7 @@ def collective_features(
         for i, cands in enumerate(candidates):
             others = [j for j in same[names[i]] if j != i]
             for r, c in enumerate(cands if others else []):
-                out[i][r, -1] = mass[c.entity][others].mean()
+                out[i][r, -1] = mass[c.entity][others].sum() / len(others)
     return out
 
 
@@ -300,9 +300,9 @@ class Scorer:
 
     `rank` scores a mention's candidates against each other (softmax over them): a linear term plus
     a one-hidden-layer ReLU term (`hidden` units) for interactions such as "a nationality word and a
-    country". `confidence` is a logistic model of whether the top candidate is right, reading its
-    features plus its softmax probability and margin: below `threshold` (the outer scorer's) the
-    mention is NIL. With a collective pass, the first pass's probabilities feed
+    country". `confidence` (+ `confidence_hidden`, the same form) models whether the top candidate is
+    right, reading its features plus its softmax probability and margin: below `threshold` (the
+    outer scorer's) the mention is NIL. With a collective pass, the first pass's probabilities feed
     `collective_features` and the second pass decides.
     """
 
@@ -311,6 +311,7 @@ class Scorer:
     threshold: float = 0.5
     hidden: dict[str, np.ndarray] = field(default_factory=dict)  # w1 [F, H], b1 [H], w2 [H]
     collective: Scorer | None = None  # the second pass, over FEATURES + COLLECTIVE
+    confidence_hidden: dict[str, np.ndarray] = field(default_factory=dict)
 
     def decide(
         self,
@@ -352,7 +353,11 @@ class Scorer:
     def choose(self, features: np.ndarray) -> tuple[int, float]:
         """(index of the best candidate, P(it is right)) for one mention's candidate rows."""
         best, p, margin = self._top(features)
-        z = np.r_[features[best], p, margin] @ self.confidence
+        x = np.concatenate([features[best], (p, margin)])
+        z = x @ self.confidence
+        if self.confidence_hidden:
+            h = self.confidence_hidden
+            z = z + np.maximum(x @ h["w1"] + h["b1"], 0.0) @ h["w2"]
         return best, float(1.0 / (1.0 + np.exp(-z)))
 
     def _top(self, features: np.ndarray) -> tuple[int, float, float]:
@@ -372,33 +377,35 @@ class Scorer:
             x[row, : len(g)] = torch.from_numpy(g)
             mask[row, : len(g)] = True
         target = torch.tensor([i for _, i in known])
-        torch.manual_seed(seed)
-        lin = torch.zeros(n_features, requires_grad=True)
-        w1 = (0.1 * torch.randn(n_features, hidden)).requires_grad_()
-        b1 = torch.zeros(hidden, requires_grad=True)
-        w2 = torch.zeros(hidden, requires_grad=True)
-        opt = torch.optim.Adam([lin, w1, b1, w2], lr=0.02)
-        for _ in range(400):
-            logits = (x @ lin + torch.relu(x @ w1 + b1) @ w2).masked_fill(~mask, -1e9)
-            loss = F.cross_entropy(logits, target) + l2 * (
-                lin[1:].pow(2).sum() + w1.pow(2).sum() + w2.pow(2).sum()
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        self.rank = lin.detach().double().numpy()
-        self.hidden = {
-            "w1": w1.detach().double().numpy(),
-            "b1": b1.detach().double().numpy(),
-            "w2": w2.detach().double().numpy(),
-        }
+        self.rank, self.hidden = _fit_mlp(
+            lambda z: F.cross_entropy(z.masked_fill(~mask, -1e9), target),
+            x,
+            torch.zeros(n_features),
+            hidden,
+            seed,
+            l2,
+            steps=400,
+            lr=0.02,
+        )
         rows, labels = [], []
         for g, i in zip(groups, gold, strict=True):
             best, p, margin = self._top(g)
             rows.append(np.r_[g[best], p, margin])
             labels.append(float(best == i))
         xc, y = torch.from_numpy(np.array(rows, np.float32)), torch.tensor(labels)
-        self.confidence = _lbfgs(xc.shape[1], lambda c: F.binary_cross_entropy_with_logits(xc @ c, y), l2)
+        # the linear model first (convex, found exactly), then the hidden term learns what it
+        # misses: "a place beside a number, on a page of results" is rarely right
+        linear = _lbfgs(xc.shape[1], lambda c: F.binary_cross_entropy_with_logits(xc @ c, y), l2)
+        self.confidence, self.confidence_hidden = _fit_mlp(
+            lambda z: F.binary_cross_entropy_with_logits(z, y),
+            xc,
+            torch.tensor(linear, dtype=torch.float32),
+            hidden,
+            seed,
+            l2,
+            steps=300,
+            lr=0.01,
+        )
         return self
 
     def fit_documents(
@@ -445,6 +452,7 @@ class Scorer:
             "confidence": self.confidence.tolist(),
             "threshold": self.threshold,
             "hidden": {k: v.tolist() for k, v in self.hidden.items()},
+            "confidence_hidden": {k: v.tolist() for k, v in self.confidence_hidden.items()},
         }
         if self.collective is not None:
             out["collective"] = self.collective.state(names + COLLECTIVE)
@@ -474,7 +482,37 @@ class Scorer:
             float(d["threshold"]),
             hidden,
             cls.from_state(second, path, names + COLLECTIVE) if second else None,
+            {k: np.array(v) for k, v in d.get("confidence_hidden", {}).items()},
         )
+
+
+def _fit_mlp(
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    linear: torch.Tensor,
+    hidden: int,
+    seed: int,
+    l2: float,
+    steps: int,
+    lr: float,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A linear term (started at `linear`) plus a one-hidden-layer ReLU term (started at zero
+    output) over x[..., features], fitted by Adam on `loss_of(logits)`; the weights as numpy."""
+    torch.manual_seed(seed)
+    lin = linear.clone().requires_grad_()
+    w1 = (0.1 * torch.randn(x.shape[-1], hidden)).requires_grad_()
+    b1 = torch.zeros(hidden, requires_grad=True)
+    w2 = torch.zeros(hidden, requires_grad=True)
+    opt = torch.optim.Adam([lin, w1, b1, w2], lr=lr)
+    for _ in range(steps):
+        loss = loss_of(x @ lin + torch.relu(x @ w1 + b1) @ w2) + l2 * (
+            lin[1:].pow(2).sum() + w1.pow(2).sum() + w2.pow(2).sum()
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    weights = {"w1": w1, "b1": b1, "w2": w2}
+    return lin.detach().double().numpy(), {k: v.detach().double().numpy() for k, v in weights.items()}
 
 
 def _lbfgs(n: int, loss_of: Callable[[torch.Tensor], torch.Tensor], l2: float) -> np.ndarray:

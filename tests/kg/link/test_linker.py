@@ -185,11 +185,15 @@ def test_collective_scorer_round_trips_and_decides_like_before(linker: Linker, t
     linker.scorer.save(tmp_path / "scorer.json")
     back = Scorer.load(tmp_path / "scorer.json")
     assert back.collective is not None and back.collective.rank.shape == (len(FEATURES) + len(COLLECTIVE),)
+    assert back.collective.confidence_hidden["w1"].shape[0] == len(FEATURES) + len(COLLECTIVE) + 2
     text = "Luton 2 Bolton 1 . Ipswich 0 Everton 3 . Stockport 1 Wigan 1 ."
     mentions = linker.finder.find(linker.nlp(text))
     cands = linker.candidates.generate(mentions)
     feats = featurize(linker.context, mentions, cands, linker.doc_vectors([text])[0])
-    assert back.decide(linker.context, cands, feats) == linker.scorer.decide(linker.context, cands, feats)
+    names = [normalize(m.text) for m in mentions]
+    assert back.decide(linker.context, cands, feats, names) == linker.scorer.decide(
+        linker.context, cands, feats, names
+    )
 
 
 def test_collective_features_favour_what_the_other_mentions_are(linker: Linker) -> None:
@@ -286,3 +290,49 @@ def test_sports_teams_are_known_by_description_or_relations(linker: Linker) -> N
     teams, e = linker.context.teams, linker.kg.entity_id
     assert teams[e("Q18520")] and teams[e("Q1321565")]  # Luton Town F.C., England cricket team
     assert not teams[e("Q203889")] and not teams[e("Q21")]  # the town of Luton, England
+
+
+def test_adjectives_find_the_entity_they_derive_from(linker: Linker) -> None:
+    from kg.link.mentions import Mention
+
+    mentions = [Mention(0, 7, "Islamic", "NORP"), Mention(8, 16, "European", "NORP")]
+    islamic, european = (
+        {linker.kg.qids[c.entity]: c.source for c in cands} for cands in linker.candidates.generate(mentions)
+    )
+    assert islamic.get("Q432") == "demonym"  # Islam
+    assert european.get("Q46") == "demonym"  # Europe: an adjective, not a misspelling (was 'fuzzy')
+
+
+def test_ner_spans_are_cut_at_separators_and_numbers(linker: Linker) -> None:
+    from spacy.tokens import Span
+
+    doc = linker.nlp.make_doc("Pohang 3 Ulsan 1 . Sri Lanka - Arjuna Ranatunga said . Saint-Etienne won .")
+    words = [t.text for t in doc]
+    doc.ents = [  # as NER joins them on results and bylines
+        Span(doc, 0, 4, "PERSON"),
+        Span(doc, words.index("Sri"), words.index("said"), "PERSON"),
+        Span(doc, words.index("Saint"), words.index("won"), "GPE"),
+    ]
+    found = [(m.text, m.label) for m in linker.finder.find(doc)]
+    assert ("Pohang", "PART") in found and ("Ulsan", "PART") in found
+    assert ("Sri Lanka", "PART") in found and ("Arjuna Ranatunga", "PART") in found
+    assert ("Saint-Etienne", "GPE") in found  # a hyphen inside a word parts nothing
+    assert not any(any(ch.isdigit() for ch in text) for text, _ in found)
+
+
+def test_one_sense_per_document_feature(linker: Linker) -> None:
+    import numpy as np
+
+    from kg.link.aliases import Candidate
+    from kg.link.disambiguate import COLLECTIVE, collective_features
+
+    e = linker.kg.entity_id
+    england = [Candidate(e("Q21"), 0.6, "alias"), Candidate(e("Q1321565"), 0.1, "graph")]  # country, team
+    other = [Candidate(e("Q84"), 0.9, "alias")]  # London
+    probs = [np.array([0.5, 0.5]), np.array([1.0]), np.array([0.1, 0.9]), np.array([0.2, 0.8])]
+    names = ["england", "london", "england", "england"]
+    col = COLLECTIVE.index("same_name")
+    first = collective_features(linker.context, [england, other, england, england], probs, names)[0]
+    assert first[1, col] == pytest.approx(0.85) and first[0, col] == pytest.approx(0.15)
+    alone = collective_features(linker.context, [england, other], probs[:2], names[:2])[0]
+    assert not alone[:, col].any()  # no other mention of the name: no evidence either way
