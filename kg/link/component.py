@@ -57,7 +57,7 @@ class KGLinkerComponent:
         for doc, entities in zip(docs, linked, strict=True):
             spans = []
             for x in entities:
-                label = x.label if x.label != "ALIAS" else "ENTITY"
+                label = x.label if x.label not in ("ALIAS", "PART") else "ENTITY"  # no NER type
                 span = doc.char_span(x.start, x.end, label=label, kb_id=x.qid, alignment_mode="expand")
                 if span is not None:
                     span._.kg_score = x.score if x.qid else None
