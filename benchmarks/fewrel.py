@@ -115,13 +115,17 @@ def build_kg() -> None:
     print(json.dumps({k: metrics[k] for k in ("test", "epochs_run", "train_seconds")}))
 
 
-def _knowledge(mode: str) -> Any:
+def _knowledge(mode: str, descriptions: bool = False) -> Any:
     from encoders.knowledge import KnowledgeSource
+    from encoders.text import text_embedder
     from kg.embed.checkpoint import EntityVectors
     from kg.io import load_saved
 
     if mode == "ernie":
-        return KnowledgeSource.from_transe(EntityVectors.load(CACHE / "transe"))
+        source = KnowledgeSource.from_transe(EntityVectors.load(CACHE / "transe"))
+        if descriptions:
+            source = source.with_descriptions(load_saved(CACHE / "kg", verify=False), text_embedder())
+        return source
     if mode == "kbert":
         return KnowledgeSource.from_kg(load_saved(CACHE / "kg"))
     return KnowledgeSource.empty()
@@ -136,7 +140,13 @@ def covered_mask(examples: list[Example]) -> list[bool]:
 
 
 def run(
-    task: str, modes: list[str], seeds: list[int], epochs: int, out_name: str, knowledge_dropout: float = 0.0
+    task: str,
+    modes: list[str],
+    seeds: list[int],
+    epochs: int,
+    out_name: str,
+    knowledge_dropout: float = 0.0,
+    descriptions: bool = False,
 ) -> None:
     import torch
 
@@ -154,8 +164,10 @@ def run(
     for seed in seeds:
         for mode in modes:
             start = time.time()
-            cfg = EncoderConfig(task, mode, labels, knowledge_dropout=knowledge_dropout)
-            model = KnowledgeEncoder.create(cfg, _knowledge(mode))
+            cfg = EncoderConfig(
+                task, mode, labels, knowledge_dropout=knowledge_dropout, descriptions=descriptions
+            )
+            model = KnowledgeEncoder.create(cfg, _knowledge(mode, descriptions))
             history = finetune(model, data["train"], data["dev"], FinetuneConfig(epochs=epochs, seed=seed))
             scores = {
                 "all": evaluate(model, data["test"]),
@@ -266,6 +278,11 @@ def main() -> None:
         help="ERNIE: share of training examples without entities",
     )
     ap.add_argument(
+        "--descriptions",
+        action="store_true",
+        help="ERNIE: entity vectors also hold each entity's description, embedded by MiniLM",
+    )
+    ap.add_argument(
         "--out", help="results file name in benchmarks/results (default: fewrel.json / fewrel_typing.json)"
     )
     args = ap.parse_args()
@@ -275,7 +292,13 @@ def main() -> None:
         build_kg()
     elif args.step == "run":
         run(
-            "relation", args.modes, args.seeds, args.epochs, args.out or "fewrel.json", args.knowledge_dropout
+            "relation",
+            args.modes,
+            args.seeds,
+            args.epochs,
+            args.out or "fewrel.json",
+            args.knowledge_dropout,
+            args.descriptions,
         )
     elif args.step == "typing":
         run(

@@ -20,6 +20,7 @@ from kg.errors import KGFormatError
 from kg.graph import KnowledgeGraph
 
 if TYPE_CHECKING:
+    from kg.link.dense import Embed
     from kg.link.linker import Linker
 
 FILE_INDEX = "knowledge.json"
@@ -64,6 +65,25 @@ class KnowledgeSource:
         qids = [q or k for q, k in zip(transe.qids, transe.entities, strict=True)]
         return cls(qids, transe.matrix.detach().float().cpu().clone())
 
+    def with_descriptions(self, kg: KnowledgeGraph, embed: Embed) -> KnowledgeSource:
+        """The entity stream widened by what the KG says of each entity in words: its "label.
+        description" embedded by the text model (unit vectors, computed once per KG and cached),
+        appended to the TransE vector; zeros where an entity has one and not the other. Entities
+        with a name but no TransE vector join the stream."""
+        from kg.link.dense import entity_vectors
+
+        text = entity_vectors(kg, embed)
+        by_qid = {q or k: i for i, (q, k) in enumerate(zip(kg.qids, kg.entities, strict=True))}
+        named = np.abs(text).sum(axis=1) > 0
+        qids = self.qids + [q for q, i in by_qid.items() if named[i] and q not in self._rows]
+        out = torch.zeros(len(qids), self.dim + text.shape[1])
+        out[: len(self.qids), : self.dim] = self.vectors
+        rows = [(r, by_qid[q]) for r, q in enumerate(qids) if q in by_qid]
+        if rows:
+            at, source = zip(*rows, strict=True)
+            out[list(at), self.dim :] = torch.from_numpy(text[list(source)])
+        return KnowledgeSource(qids, out, self.branches)
+
     @classmethod
     def from_kg(cls, kg: KnowledgeGraph, per_entity: int = 3) -> KnowledgeSource:
         """K-BERT's branches: up to `per_entity` outgoing triples per entity as "relation tail".
@@ -106,16 +126,26 @@ class KnowledgeSource:
 
 
 def knowledge_for(
-    mode: str, kg_path: str | Path | None = None, transe_path: str | Path | None = None, per_entity: int = 2
+    mode: str,
+    kg_path: str | Path | None = None,
+    transe_path: str | Path | None = None,
+    per_entity: int = 2,
+    descriptions: bool = False,
 ) -> KnowledgeSource:
-    """The knowledge a mode needs: TransE vectors (ernie), KG branches (kbert), nothing (none).
+    """The knowledge a mode needs: TransE vectors (ernie; with `descriptions`, each entity's
+    description embedded by the default text model too), KG branches (kbert), nothing (none).
 
     Defaults are the bundled FB15k-237 KG and its TransE checkpoint.
     """
     from kg.io import bundled_kg_path, bundled_transe_path, load_kg
 
     if mode == "ernie":
-        return KnowledgeSource.from_transe(EntityVectors.load(transe_path or bundled_transe_path()))
+        source = KnowledgeSource.from_transe(EntityVectors.load(transe_path or bundled_transe_path()))
+        if descriptions:
+            from encoders.text import text_embedder
+
+            source = source.with_descriptions(load_kg(kg_path or bundled_kg_path()), text_embedder())
+        return source
     if mode == "kbert":
         return KnowledgeSource.from_kg(load_kg(kg_path or bundled_kg_path()), per_entity)
     return KnowledgeSource.empty()

@@ -281,6 +281,13 @@ def encoder_finetune(
     link: Annotated[
         bool, typer.Option("--link", help="link examples that name no entities with `kgpipe link`'s linker")
     ] = False,
+    descriptions: Annotated[
+        bool,
+        typer.Option(
+            "--descriptions",
+            help="ernie: the entity stream also holds each entity's KG description, embedded by the default text model",
+        ),
+    ] = False,
 ) -> None:
     """Fine-tune a head on a text model, with or without knowledge; writes DIR/model.safetensors + config.json."""
     from encoders.data import TASKS, read_examples
@@ -296,9 +303,12 @@ def encoder_finetune(
     if link:
         _link_examples(train_ex + dev_ex, kg_path)
     labels = sorted({label for ex in train_ex for label in ex.labels})
-    cfg = EncoderConfig(task, knowledge, labels, max_length=max_length)
+    if descriptions and knowledge != "ernie":
+        raise typer.BadParameter(f"--descriptions widens ERNIE's entity stream; --knowledge is {knowledge!r}")
+    cfg = EncoderConfig(task, knowledge, labels, max_length=max_length, descriptions=descriptions)
     cfg.kg, cfg.transe = str(kg_path or ""), str(transe or "")
-    net = KnowledgeEncoder.create(cfg, knowledge_for(knowledge, kg_path, transe), model)
+    source = knowledge_for(knowledge, kg_path, transe, descriptions=descriptions)
+    net = KnowledgeEncoder.create(cfg, source, model)
     history = finetune(
         net, train_ex, dev_ex, FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     )

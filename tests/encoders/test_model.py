@@ -209,3 +209,31 @@ def test_link_fills_missing_qids_and_adds_context() -> None:
     assert ex.focus[0].qid == "Q76" and ex.entities[0] == ex.focus[0]
     assert added >= 2 and {"Q76", "Q90"} <= {e.qid for e in ex.entities}
     assert len({(e.start, e.end) for e in ex.entities}) == len(ex.entities)
+
+
+def test_descriptions_widen_the_entity_stream_and_round_trip(
+    relation_data: tuple[list[Example], list[Example]], knowledge: dict[str, KnowledgeSource], tmp_path: Path
+) -> None:
+    from kg.io import bundled_kg_path, load_kg
+
+    kg = load_kg(bundled_kg_path())
+    wide = knowledge_for("ernie", descriptions=True)
+    transe = knowledge["ernie"]
+    assert wide.dim == transe.dim + 384  # TransE + the MiniLM embedding of "label. description"
+    paris = wide.row("Q90")
+    assert torch.equal(wide.vectors[paris, : transe.dim], transe.vectors[transe.row("Q90")])
+    text = wide.vectors[paris, transe.dim :]
+    assert text.norm().item() == pytest.approx(1.0, abs=1e-2)  # a unit text vector
+    # what the KG says of Paris is nearer to France's words than to a footballer's
+    france, player = (
+        wide.vectors[wide.row("Q142"), transe.dim :],
+        wide.vectors[wide.row("Q615"), transe.dim :],
+    )
+    assert float(text @ france) > float(text @ player)
+    assert kg.descriptions[kg.qids.index("Q90")]
+    train, dev = relation_data
+    labels = sorted({ex.labels[0] for ex in train})
+    model = KnowledgeEncoder.create(EncoderConfig("relation", "ernie", labels, descriptions=True), wide)
+    model.save(tmp_path / "m")
+    again = KnowledgeEncoder.load(tmp_path / "m")
+    assert again.cfg.descriptions and torch.equal(predict(again, dev), predict(model.eval(), dev))

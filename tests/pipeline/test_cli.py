@@ -105,3 +105,9 @@ def test_encoder_rejects_unknown_knowledge_and_bad_files(tmp_path: Path) -> None
     done = finetune(bad, "none", tmp_path / "x")
     assert done.returncode == 2 and "bad.jsonl:1" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_encoder_descriptions_only_widen_ernie(tmp_path: Path) -> None:
+    done = finetune(ENCODER_FIXTURES / "relation_train.jsonl", "kbert", tmp_path / "m", "--descriptions")
+    assert done.returncode != 0 and "--descriptions widens ERNIE" in done.stderr
+    assert not (tmp_path / "m").exists()
