@@ -44,9 +44,7 @@ class EncoderConfig:
     freeze_entities: bool = True
     entity_features: bool = True  # ERNIE: the head also reads the focus entities' vectors
     knowledge_dropout: float = 0.0  # ERNIE, training only: share of examples seen without their entities
-    descriptions: bool = (
-        False  # ERNIE: entity vectors also hold the KG descriptions, embedded (saved with them)
-    )
+    descriptions: bool = False  # ERNIE: entity vectors also hold embedded KG descriptions
     text_model: str = ""  # where the text model came from (provenance only)
     kg: str = ""
     transe: str = ""

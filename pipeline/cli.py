@@ -299,12 +299,12 @@ def encoder_finetune(
         raise typer.BadParameter(f"TASK must be one of {', '.join(TASKS)}, not {task!r}")
     if knowledge not in KNOWLEDGE:
         raise typer.BadParameter(f"--knowledge must be one of {', '.join(KNOWLEDGE)}, not {knowledge!r}")
+    if descriptions and knowledge != "ernie":
+        raise typer.BadParameter(f"--descriptions widens ERNIE's entity stream; --knowledge is {knowledge!r}")
     train_ex, dev_ex = read_examples(train, task), read_examples(dev, task)
     if link:
         _link_examples(train_ex + dev_ex, kg_path)
     labels = sorted({label for ex in train_ex for label in ex.labels})
-    if descriptions and knowledge != "ernie":
-        raise typer.BadParameter(f"--descriptions widens ERNIE's entity stream; --knowledge is {knowledge!r}")
     cfg = EncoderConfig(task, knowledge, labels, max_length=max_length, descriptions=descriptions)
     cfg.kg, cfg.transe = str(kg_path or ""), str(transe or "")
     source = knowledge_for(knowledge, kg_path, transe, descriptions=descriptions)
