@@ -352,13 +352,18 @@ class Scorer:
 
     def choose(self, features: np.ndarray) -> tuple[int, float]:
         """(index of the best candidate, P(it is right)) for one mention's candidate rows."""
-        best, p, margin = self._top(features)
-        x = np.concatenate([features[best], (p, margin)])
+        best, x = self._confidence_input(features)
         z = x @ self.confidence
         if self.confidence_hidden:
             h = self.confidence_hidden
             z = z + np.maximum(x @ h["w1"] + h["b1"], 0.0) @ h["w2"]
         return best, float(1.0 / (1.0 + np.exp(-z)))
+
+    def _confidence_input(self, features: np.ndarray) -> tuple[int, np.ndarray]:
+        """The top candidate's row and what the confidence model reads of it: its features, its
+        softmax probability and its margin over the runner-up."""
+        best, p, margin = self._top(features)
+        return best, np.concatenate([features[best], (p, margin)])
 
     def _top(self, features: np.ndarray) -> tuple[int, float, float]:
         p = self.probabilities(features)
@@ -389,8 +394,8 @@ class Scorer:
         )
         rows, labels = [], []
         for g, i in zip(groups, gold, strict=True):
-            best, p, margin = self._top(g)
-            rows.append(np.r_[g[best], p, margin])
+            best, inputs = self._confidence_input(g)
+            rows.append(inputs)
             labels.append(float(best == i))
         xc, y = torch.from_numpy(np.array(rows, np.float32)), torch.tensor(labels)
         # the linear model first (convex, found exactly), then the hidden term learns what it

@@ -130,17 +130,12 @@ def _pieces(ent: Span, names: Container[str]) -> list[Span]:
             return t.i > ent.start and bool(doc[t.i - 1].whitespace_)
         return t.text in _SEPARATORS or (t.text[:1].isdigit() and t.like_num)
 
-    if not any(separates(t) for t in ent) or normalize(ent.text) in names:
+    cuts = [t.i for t in ent if separates(t)]
+    if not cuts or normalize(ent.text) in names:
         return [ent]
-    out, start = [], ent.start
-    for t in ent:
-        if separates(t):
-            if t.i > start:
-                out.append(doc[start : t.i])
-            start = t.i + 1
-    if start < ent.end:
-        out.append(doc[start : ent.end])
-    return [p for p in out if any(ch.isalpha() for ch in p.text)]
+    bounds = zip([ent.start, *(i + 1 for i in cuts)], [*cuts, ent.end], strict=True)
+    pieces = [doc[lo:hi] for lo, hi in bounds if hi > lo]
+    return [p for p in pieces if any(ch.isalpha() for ch in p.text)]
 
 
 def given_mentions(text: str, spans: Iterable[tuple[int, int]], doc: Doc | None = None) -> list[Mention]:
