@@ -9,8 +9,11 @@ Steps (each reuses what the previous one wrote):
   run    for each mode (none, ernie, kbert) and seed: fine-tune the default MiniLM on train, stop
          early on dev, score test macro-F1 on all instances and on KG-covered ones (head or tail in
          the KG). Results are merged into benchmarks/results/fewrel.json after every run.
-  typing FewRel heads and tails typed with CoDEx entity2types.json (types with >= 100 examples),
-         multi-label mention typing, micro-F1, same ablation; into benchmarks/results/fewrel_typing.json.
+  typing FewRel heads and tails typed with CoDEx entity2types.json (types with >= 100 training
+         examples; --min-type-examples 20 gives the finer 37-type set), multi-label mention typing,
+         micro-F1, same ablation; into benchmarks/results/fewrel_typing.json. With --untyped-kg,
+         `kg` builds (into benchmarks/.cache/fewrel-untyped/) and `typing` reads a KG without the
+         triples that state a FewRel entity's CoDEx type, the typing label.
 Usage: python benchmarks/fewrel.py split|kg|run|typing [--seeds 0 1 2] [--modes none ernie kbert]
 """
 
@@ -37,6 +40,8 @@ from kg.storage import write_json  # noqa: E402
 SHARED = ROOT.parent / "shared/data"
 SPLIT = ROOT / "benchmarks/data/fewrel-split.json"
 CACHE = ROOT / "benchmarks/.cache/fewrel"
+# the same KG without the triples that state a FewRel entity's CoDEx type (for the typing step)
+CACHE_UNTYPED = ROOT / "benchmarks/.cache/fewrel-untyped"
 RESULTS = ROOT / "benchmarks/results"
 PER_RELATION = {"train": 450, "dev": 50, "test": 200}
 
@@ -85,7 +90,11 @@ def split_examples() -> dict[str, list[Example]]:
     return out
 
 
-def build_kg() -> None:
+def build_kg(cache: Path = CACHE, drop_types: bool = False) -> None:
+    """The union KG without the triples that give a FewRel label away, and TransE on it, into
+    `cache`. Always dropped: every triple that joins a FewRel head and tail (the relation label);
+    with `drop_types`, also every triple that joins a FewRel head or tail to one of its CoDEx types
+    (the typing label: 'Malayalam' instance of 'Dravidian languages'), whatever the relation."""
     from kg import load_kg
     from kg.embed import TrainConfig, train_transe
     from kg.graph import KnowledgeGraph
@@ -97,6 +106,12 @@ def build_kg() -> None:
     for insts in load_fewrel().values():
         for inst in insts:
             pairs |= {(inst["h"][1], inst["t"][1]), (inst["t"][1], inst["h"][1])}
+    if drop_types:
+        types = json.loads((SHARED / "kg/codex/entity2types.json").read_text())
+        for insts in load_fewrel().values():
+            for inst in insts:
+                for e in (inst["h"][1], inst["t"][1]):
+                    pairs |= {p for t in types.get(e, []) for p in ((e, t), (t, e))}
     qid = np.array(union.qids, dtype=object)
     masks, dropped = {}, 0
     for split, a in union.triples.items():
@@ -107,34 +122,34 @@ def build_kg() -> None:
     print(
         f"union: {kg.num_entities} entities, {kg.num_relations} relations; {dropped} leaking triples removed"
     )
-    save_kg(kg, CACHE / "kg")
+    save_kg(kg, cache / "kg")
     cfg = TrainConfig(dim=128, negatives=128, eval_every=5, valid_sample=2000, max_minutes=9.0, seed=0)
-    _, metrics = train_transe(kg, cfg, CACHE / "transe")
+    _, metrics = train_transe(kg, cfg, cache / "transe")
     meta = {"entities": kg.num_entities, "triples": {s: len(a) for s, a in kg.triples.items()}}
-    write_json(CACHE / "kg-info.json", {**meta, "leaking_triples_removed": dropped, "transe": metrics})
+    write_json(cache / "kg-info.json", {**meta, "leaking_triples_removed": dropped, "transe": metrics})
     print(json.dumps({k: metrics[k] for k in ("test", "epochs_run", "train_seconds")}))
 
 
-def _knowledge(mode: str, descriptions: bool = False) -> Any:
+def _knowledge(mode: str, descriptions: bool = False, cache: Path = CACHE) -> Any:
     from encoders.knowledge import KnowledgeSource
     from encoders.text import text_embedder
     from kg.embed.checkpoint import EntityVectors
     from kg.io import load_saved
 
     if mode == "ernie":
-        source = KnowledgeSource.from_transe(EntityVectors.load(CACHE / "transe"))
+        source = KnowledgeSource.from_transe(EntityVectors.load(cache / "transe"))
         if descriptions:
-            source = source.with_descriptions(load_saved(CACHE / "kg", verify=False), text_embedder())
+            source = source.with_descriptions(load_saved(cache / "kg", verify=False), text_embedder())
         return source
     if mode == "kbert":
-        return KnowledgeSource.from_kg(load_saved(CACHE / "kg"))
+        return KnowledgeSource.from_kg(load_saved(cache / "kg"))
     return KnowledgeSource.empty()
 
 
-def covered_mask(examples: list[Example]) -> list[bool]:
+def covered_mask(examples: list[Example], cache: Path = CACHE) -> list[bool]:
     from kg.io import load_saved
 
-    kg = load_saved(CACHE / "kg", verify=False)
+    kg = load_saved(cache / "kg", verify=False)
     in_kg = {q for q in kg.qids if q}
     return [any(s.qid in in_kg for s in ex.focus) for ex in examples]
 
@@ -147,17 +162,18 @@ def run(
     out_name: str,
     knowledge_dropout: float = 0.0,
     descriptions: bool = False,
+    min_type_examples: int = 100,
+    cache: Path = CACHE,
 ) -> None:
     import torch
 
-    from encoders.finetune import FinetuneConfig, evaluate, finetune, summary
+    from encoders.finetune import FinetuneConfig, finetune, gold_sets, predict, summary
     from encoders.model import EncoderConfig, KnowledgeEncoder
 
     torch.set_num_threads(2)
-    data = split_examples() if task == "relation" else typing_examples()
-    covered = covered_mask(data["test"])
+    data = split_examples() if task == "relation" else typing_examples(min_type_examples)
+    covered = covered_mask(data["test"], cache)
     test_cov = [ex for ex, c in zip(data["test"], covered, strict=True) if c]
-    test_unc = [ex for ex, c in zip(data["test"], covered, strict=True) if not c]
     labels = sorted({label for ex in data["train"] for label in ex.labels})
     path = RESULTS / out_name
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -167,13 +183,9 @@ def run(
             cfg = EncoderConfig(
                 task, mode, labels, knowledge_dropout=knowledge_dropout, descriptions=descriptions
             )
-            model = KnowledgeEncoder.create(cfg, _knowledge(mode, descriptions))
+            model = KnowledgeEncoder.create(cfg, _knowledge(mode, descriptions, cache))
             history = finetune(model, data["train"], data["dev"], FinetuneConfig(epochs=epochs, seed=seed))
-            scores = {
-                "all": evaluate(model, data["test"]),
-                "covered": evaluate(model, test_cov),
-                "uncovered": evaluate(model, test_unc),
-            }
+            scores = test_scores(gold_sets(model, data["test"]), predict(model, data["test"]), covered)
             entry = results.setdefault(mode, {"runs": []})
             entry["runs"] = [r for r in entry["runs"] if r["seed"] != seed] + [
                 {"seed": seed, **scores, **summary(history), "seconds": round(time.time() - start, 1)}
@@ -182,6 +194,10 @@ def run(
             for part in ("all", "covered", "uncovered"):
                 entry[f"macro_f1_{part}"] = [r[part]["macro_f1"] for r in entry["runs"]]
                 entry[f"micro_f1_{part}"] = [r[part]["micro_f1"] for r in entry["runs"]]
+                if all("macro_f1_gold_labels" in r[part] for r in entry["runs"]):
+                    entry[f"macro_f1_{part}_gold_labels"] = [
+                        r[part]["macro_f1_gold_labels"] for r in entry["runs"]
+                    ]
             results["setup"] = {
                 "task": task,
                 "train": len(data["train"]),
@@ -189,8 +205,12 @@ def run(
                 "test": len(data["test"]),
                 "test_covered": len(test_cov),
                 "epochs": epochs,
+                **(
+                    {"min_type_examples": min_type_examples, "types": len(labels)} if task == "typing" else {}
+                ),
                 "text_model": model.cfg.text_model.rsplit("/", 2)[-2],
-                "kg": json.loads((CACHE / "kg-info.json").read_text()) | {"transe": "see kg step"},
+                "kg": json.loads((cache / "kg-info.json").read_text())
+                | {"transe": "see kg step", "cache": cache.name},
                 "cpu_threads": torch.get_num_threads(),
             }
             write_json(path, results)
@@ -241,8 +261,36 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def typing_examples() -> dict[str, list[Example]]:
-    """Each FewRel head and tail as a mention; labels: its CoDEx types with >= 100 examples in train."""
+def test_scores(gold: Any, pred: Any, covered: list[bool]) -> dict[str, Any]:
+    """F1 on all test instances, the KG-covered and the uncovered ones (gold, pred: bool[examples,
+    labels]). Each part's macro-F1 averages over the labels in its gold or predictions (sklearn's
+    convention); `macro_f1_gold_labels` over the labels in its gold only, so that one prediction of
+    a label the part lacks (two relations have no covered instance) does not add a zero class; and
+    per-label F1 for the diagnosis."""
+    import torch
+
+    from encoders.finetune import f1_scores
+
+    mask = torch.tensor(covered)
+    out: dict[str, Any] = {}
+    for part, rows in (("all", torch.ones_like(mask)), ("covered", mask), ("uncovered", ~mask)):
+        g, p = gold[rows], pred[rows]
+        tp, wrong = (g & p).sum(0).double(), (g ^ p).sum(0).double()
+        per_label = 2 * tp / (2 * tp + wrong).clamp(min=1)
+        present = g.any(0)
+        out[part] = f1_scores(g, p) | {
+            "macro_f1_gold_labels": round(float(per_label[present].mean()), 4),
+            "per_label_f1": [
+                round(float(x), 4) if bool(s) else None
+                for x, s in zip(per_label, g.any(0) | p.any(0), strict=True)
+            ],
+        }
+    return out
+
+
+def typing_examples(min_examples: int = 100) -> dict[str, list[Example]]:
+    """Each FewRel head and tail as a mention; labels: its CoDEx types with >= `min_examples`
+    examples in train (mentions left without a label are dropped)."""
     types = json.loads((SHARED / "kg/codex/entity2types.json").read_text())
     names = json.loads((SHARED / "kg/codex/types.json").read_text())
     out: dict[str, list[Example]] = {}
@@ -255,7 +303,7 @@ def typing_examples() -> dict[str, list[Example]]:
                     labels = [names.get(t, {}).get("label", t) for t in got]
                     out[part].append(Example(ex.text, labels, (span,), [span], f"{ex.id}:{i}"))
     counts = Counter(label for ex in out["train"] for label in ex.labels)
-    keep = {label for label, n in counts.items() if n >= 100}
+    keep = {label for label, n in counts.items() if n >= min_examples}
     for part in out:
         out[part] = [
             Example(ex.text, [x for x in ex.labels if x in keep], ex.focus, ex.entities, ex.id)
@@ -283,13 +331,26 @@ def main() -> None:
         help="ERNIE: entity vectors also hold each entity's description, embedded by MiniLM",
     )
     ap.add_argument(
+        "--min-type-examples",
+        type=int,
+        default=100,
+        help="typing: keep the CoDEx types with at least this many training mentions",
+    )
+    ap.add_argument(
+        "--untyped-kg",
+        action="store_true",
+        help="kg, typing: the KG without the triples that state a FewRel entity's CoDEx type "
+        f"(built into {CACHE_UNTYPED.relative_to(ROOT)})",
+    )
+    ap.add_argument(
         "--out", help="results file name in benchmarks/results (default: fewrel.json / fewrel_typing.json)"
     )
     args = ap.parse_args()
+    cache = CACHE_UNTYPED if args.untyped_kg else CACHE
     if args.step == "split":
         make_split()
     elif args.step == "kg":
-        build_kg()
+        build_kg(cache, drop_types=args.untyped_kg)
     elif args.step == "run":
         run(
             "relation",
@@ -308,6 +369,9 @@ def main() -> None:
             args.epochs,
             args.out or "fewrel_typing.json",
             args.knowledge_dropout,
+            args.descriptions,
+            args.min_type_examples,
+            cache,
         )
     else:
         for name in ("fewrel.json", "fewrel_typing.json"):

@@ -95,14 +95,18 @@ def predict(model: KnowledgeEncoder, examples: list[Example], batch_size: int = 
     return out
 
 
-def evaluate(model: KnowledgeEncoder, examples: list[Example], batch_size: int = 64) -> dict[str, float]:
-    """Macro/micro F1 of the model on labelled examples (labels it never saw count as misses)."""
-    pred = predict(model, examples, batch_size)
+def gold_sets(model: KnowledgeEncoder, examples: list[Example]) -> torch.Tensor:
+    """bool[examples, labels]: the gold label sets (labels the model never saw are left out)."""
     gold = model.targets(examples)
     if not model.head.multi_label:
         known = gold >= 0
         gold = torch.nn.functional.one_hot(gold.clamp(min=0), len(model.cfg.labels)).bool() & known[:, None]
-    return f1_scores(gold.bool(), pred)
+    return gold.bool()
+
+
+def evaluate(model: KnowledgeEncoder, examples: list[Example], batch_size: int = 64) -> dict[str, float]:
+    """Macro/micro F1 of the model on labelled examples (labels it never saw count as misses)."""
+    return f1_scores(gold_sets(model, examples), predict(model, examples, batch_size))
 
 
 def _optimizer(model: KnowledgeEncoder, cfg: FinetuneConfig) -> torch.optim.Optimizer:
