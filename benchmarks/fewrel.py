@@ -343,7 +343,9 @@ def main() -> None:
         f"(built into {CACHE_UNTYPED.relative_to(ROOT)})",
     )
     ap.add_argument(
-        "--out", help="results file name in benchmarks/results (default: fewrel.json / fewrel_typing.json)"
+        "--out",
+        help="results file name in benchmarks/results (default: fewrel.json / fewrel_typing.json; "
+        "for table: the one file to show)",
     )
     args = ap.parse_args()
     cache = CACHE_UNTYPED if args.untyped_kg else CACHE
@@ -374,7 +376,13 @@ def main() -> None:
             cache,
         )
     else:
-        for name in ("fewrel.json", "fewrel_typing.json"):
+        main_sets = [
+            "fewrel.json",
+            "fewrel_typing.json",
+            "fewrel_typing_fine.json",
+            "fewrel_typing_fine_untyped.json",
+        ]
+        for name in [args.out] if args.out else main_sets:
             if (RESULTS / name).exists():
                 results = json.loads((RESULTS / name).read_text())
                 table(results)
