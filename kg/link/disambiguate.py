@@ -57,11 +57,20 @@ FEATURES = [
     "place_beside_number",
     "team_doc_numbers",
     "place_doc_numbers",
+    "in_compound",
     "context_sim",
     "context_best",
 ]
 FULL_EVIDENCE = 5  # other mentions in a document for the collective features' full weight
-COLLECTIVE = ["doc_kind", "doc_kind_best", "doc_neighbours", "doc_transe", "doc_transe_best", "same_name"]
+COLLECTIVE = [
+    "doc_kind",
+    "doc_kind_best",
+    "doc_neighbours",
+    "doc_transe",
+    "doc_transe_best",
+    "same_name",
+    "first_log_prob",
+]
 NER_COARSE = {"PERSON": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC", "NORP": "LOC"}
 # Freebase relation prefixes that say what their head entity is
 RELATION_TYPES = (
@@ -210,6 +219,7 @@ def featurize(
                     float(m.beside_number and kg_type == "LOC"),
                     doc_numbers * team,
                     doc_numbers * (kg_type == "LOC"),
+                    float(m.in_compound),
                     0.0,
                     0.0,
                 ]
@@ -233,9 +243,13 @@ def collective_features(
     mention's candidates: description similarity to the other mentions' expected entities, the
     probability mass of the other mentions that sits on the candidate's KG neighbours, and (with
     each mention's normalised `names`) the mean probability that the other mentions of the same
-    name give the candidate: one sense per document ('England' is the cricket team throughout)."""
+    name give the candidate: one sense per document ('England' is the cricket team throughout); and
+    the first pass's own log-probability, so that the second pass corrects the first rather than
+    starting over (it learns from first-pass choices made by models that did not see the document)."""
     n = len(candidates)
     out = [np.zeros((len(c), len(COLLECTIVE)), np.float32) for c in candidates]
+    for block, p in zip(out, probs, strict=True):
+        block[:, -1] = np.log(np.maximum(p, 1e-6))
     if n < 2:
         return out
     mass: dict[int, np.ndarray] = {}  # entity → probability mass per mention
@@ -257,7 +271,8 @@ def collective_features(
     # one or two other mentions are thin evidence ('Barack Obama visited Paris.': Paris is no
     # person): the features grow to full weight with the number of other mentions
     weight = min(1.0, (n - 1) / FULL_EVIDENCE)
-    out = [block * weight for block in out]
+    for block in out:
+        block[:, :-1] *= weight
     if names is not None:
         same: dict[str, list[int]] = {}
         for i, key in enumerate(names):
@@ -265,7 +280,7 @@ def collective_features(
         for i, cands in enumerate(candidates):
             others = [j for j in same[names[i]] if j != i]
             for r, c in enumerate(cands if others else []):
-                out[i][r, -1] = mass[c.entity][others].sum() / len(others)
+                out[i][r, -2] = mass[c.entity][others].sum() / len(others)
     return out
 
 
@@ -419,11 +434,13 @@ class Scorer:
         documents: list[tuple[list[list[Candidate]], list[np.ndarray], list[int], list[str]]],
         folds: int = 5,
         seed: int = 0,
+        groups: list[int] | None = None,
     ) -> Scorer:
         """Fit both passes. `documents`: per document, each mention's candidates, feature rows, gold
         row (-1: NIL or not among the candidates) and normalised text. The second pass learns from first-pass
         choices made by models that did not see the document (cross-fitting over `folds`), as it
-        will meet them on new text."""
+        will meet them on new text; documents with the same `groups` id (a text and its sentences)
+        share a fold."""
 
         def flat(docs: list) -> tuple[list[np.ndarray], list[int]]:
             pairs = [
@@ -433,7 +450,8 @@ class Scorer:
 
         self.collective = None
         self.fit(*flat(documents), seed=seed)
-        fold = np.random.default_rng(seed).permutation(len(documents)) % folds
+        group = np.asarray(groups if groups is not None else range(len(documents)))
+        fold = (np.random.default_rng(seed).permutation(int(group.max()) + 1) % folds)[group]
         second: list[np.ndarray] = []
         second_gold: list[int] = []
         for k in range(folds):

@@ -18,7 +18,7 @@ from kg.embed.checkpoint import EntityVectors
 from kg.errors import KGPipeError
 from kg.graph import KnowledgeGraph
 from kg.io import data_root, load_kg
-from kg.link.aliases import AliasTable, normalize
+from kg.link.aliases import AliasTable, Candidate, normalize
 from kg.link.candidates import CandidateGenerator, person_antecedents
 from kg.link.dense import DenseIndex, Embed, entity_vectors
 from kg.link.disambiguate import Context, Scorer, featurize
@@ -171,21 +171,24 @@ class Linker:
                 # the text model reads the openings while spaCy tags the documents: both release
                 # the GIL in their matrix code, so they overlap; torch gets one core fewer
                 # meanwhile, so that the two do not fight over the same cores
+                # the text model, the slower of the two on one core, goes on reading while the
+                # mentions are found and their candidates generated
                 threads = torch.get_num_threads()
                 torch.set_num_threads(max(threads - 1, 1))
                 try:
                     pending = pool.submit(self.doc_vectors, part)
                     docs = list(self.nlp.pipe(part, batch_size=batch_size))
+                    found = [
+                        self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
+                        for i, doc in enumerate(docs, start=lo)
+                    ]
+                    self.candidates.prefetch([m for mentions in found for m in mentions])
+                    cands = [self.candidates.generate(mentions) for mentions in found]
                     vectors = pending.result()
                 finally:
                     torch.set_num_threads(threads)
-                found = [
-                    self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
-                    for i, doc in enumerate(docs, start=lo)
-                ]
-                self.candidates.prefetch([m for mentions in found for m in mentions])
-                for mentions, vector in zip(found, vectors, strict=True):
-                    results.append(self.disambiguate(mentions, keep_nil=spans is not None, doc_vector=vector))
+                for mentions, cs, vector in zip(found, cands, vectors, strict=True):
+                    results.append(self.disambiguate(mentions, spans is not None, vector, cs))
         return results
 
     def forget(self) -> None:
@@ -207,10 +210,15 @@ class Linker:
         return list(np.concatenate(parts))
 
     def disambiguate(
-        self, mentions: list[Mention], keep_nil: bool = False, doc_vector: np.ndarray | None = None
+        self,
+        mentions: list[Mention],
+        keep_nil: bool = False,
+        doc_vector: np.ndarray | None = None,
+        candidates: list[list[Candidate]] | None = None,
     ) -> list[LinkedEntity]:
-        """Choose an entity for each mention; NIL mentions are dropped unless `keep_nil`."""
-        cands = self.candidates.generate(mentions)
+        """Choose an entity for each mention (among `candidates`, generated here if not given);
+        NIL mentions are dropped unless `keep_nil`."""
+        cands = self.candidates.generate(mentions) if candidates is None else candidates
         feats = featurize(self.context, mentions, cands, doc_vector)
         decisions = self.scorer.decide(self.context, cands, feats, [normalize(m.text) for m in mentions])
         # a surname is as sure as the full name it repeats ('Obama' after 'Barack Obama'), when

@@ -34,6 +34,7 @@ class Mention:
     text: str
     label: str  # spaCy NER label; "PART": a piece of a cut NER span; "ALIAS": alias-matcher span; "GIVEN": user span
     beside_number: bool = False  # a score or count next to it ('Luton 2 Bolton 1', 'Surrey 320-5')
+    in_compound: bool = False  # a hyphen joins it to another word ('Boston-based', 'pro-Moscow')
 
 
 class MentionFinder:
@@ -152,12 +153,16 @@ _DATE_AFTER = re.compile(r"[ \t]*\d{4}-\d\d-\d\d")  # a dateline ('LONDON 1996-0
 
 def _in_context(m: Mention, text: str) -> Mention:
     """`m` with what its neighbourhood says: whether a number stands right before or after it, as
-    in results tables, where place names stand for teams."""
+    in results tables, where place names stand for teams; whether a hyphen glues it to a word, so
+    that it is part of a modifier ('Boston-based', 'Arab-Israeli') more than a name."""
     after, before = text[m.end : m.end + 12], text[max(0, m.start - 12) : m.start]
     beside = bool(
         (_NUMBER_AFTER.match(after) and not _DATE_AFTER.match(after)) or _NUMBER_BEFORE.search(before)
     )
-    return replace(m, beside_number=beside) if beside != m.beside_number else m
+    glued = (after[:1] == "-" and after[1:2].isalpha()) or (before[-1:] == "-" and before[-2:-1].isalpha())
+    if beside == m.beside_number and glued == m.in_compound:
+        return m
+    return replace(m, beside_number=beside, in_compound=glued)
 
 
 _LINK_WORDS = frozenset({"of", "de", "del", "la", "le", "and", "&", "-", "du", "von", "van", "da"})

@@ -262,6 +262,15 @@ def test_numbers_beside_a_name_mark_a_results_table_but_a_dateline_does_not() ->
     assert not given_mentions("Luton is a town.", [(0, 5)])[0].beside_number
 
 
+def test_a_name_glued_to_a_word_by_a_hyphen_is_marked_as_part_of_a_compound() -> None:
+    from kg.link.mentions import given_mentions
+
+    text = "The Boston-based firm, pro-Moscow rebels, Nagorno-Karabakh, and Sri Lanka - Colombo"
+    names = ["Boston", "Moscow", "Nagorno-Karabakh", "Sri Lanka", "Colombo"]
+    spans = [(text.index(x), text.index(x) + len(x)) for x in names]
+    assert [m.in_compound for m in given_mentions(text, spans)] == [True, True, False, False, False]
+
+
 def test_a_capitalised_word_beside_a_kg_name_keeps_the_longer_name_whole() -> None:
     from kg.link.mentions import Mention, _holds_names
 
@@ -336,3 +345,7 @@ def test_one_sense_per_document_feature(linker: Linker) -> None:
     assert first[1, col] == pytest.approx(0.85) and first[0, col] == pytest.approx(0.15)
     alone = collective_features(linker.context, [england, other], probs[:2], names[:2])[0]
     assert not alone[:, col].any()  # no other mention of the name: no evidence either way
+    # the second pass also reads the first pass's own log-probability, even for a lone mention
+    single = collective_features(linker.context, [england], [np.array([0.75, 0.25])], ["england"])[0]
+    assert single[:, COLLECTIVE.index("first_log_prob")] == pytest.approx(np.log([0.75, 0.25]))
+    assert not single[:, : COLLECTIVE.index("same_name")].any()
