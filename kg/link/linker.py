@@ -170,9 +170,8 @@ class Linker:
                 part = texts[lo : lo + chunk]
                 # the text model reads the openings while spaCy tags the documents: both release
                 # the GIL in their matrix code, so they overlap; torch gets one core fewer
-                # meanwhile, so that the two do not fight over the same cores
-                # the text model, the slower of the two on one core, goes on reading while the
-                # mentions are found and their candidates generated
+                # meanwhile, so that the two do not fight over the same cores. On one core the text
+                # model is the slower, so it goes on reading while mentions and candidates are found
                 threads = torch.get_num_threads()
                 torch.set_num_threads(max(threads - 1, 1))
                 try:
