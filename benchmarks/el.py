@@ -75,18 +75,19 @@ def sentences(doc: dict) -> list[dict]:
     training on them too teaches the scorer short texts (a query, one sentence to the API), where
     a mention has few others beside it. The split is a plain punctuation rule."""
     text = doc["text"]
+    a, b = doc.get("evaluation_span") or [0, len(text)]
     starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
     out = []
     for lo, hi in zip(starts, [*starts[1:], len(text)], strict=True):
+        if not text[lo:hi].strip() or max(a, lo) >= min(b, hi):
+            continue
         labels = [
             {**lab, "span": [lab["span"][0] - lo, lab["span"][1] - lo]}
             for lab in doc["labels"]
             if lo <= lab["span"][0] and lab["span"][1] <= hi
         ]
-        a, b = doc.get("evaluation_span") or [0, len(text)]
-        if text[lo:hi].strip() and max(a, lo) < min(b, hi):
-            span = [max(a, lo) - lo, min(b, hi) - lo]
-            out.append({"text": text[lo:hi], "labels": labels, "evaluation_span": span})
+        span = [max(a, lo) - lo, min(b, hi) - lo]
+        out.append({"text": text[lo:hi], "labels": labels, "evaluation_span": span})
     return out
 
 
@@ -99,8 +100,9 @@ def train(args: argparse.Namespace) -> None:
     sets = [(name, d) for name in TRAIN_SETS for d in load(name)]
     docs = [d for _, d in sets]
     documents = examples(linker, docs, qids)
-    split = [s for d in docs for s in sentences(d)]
-    parent = [i for i, d in enumerate(docs) for _ in sentences(d)]
+    per_doc = [sentences(d) for d in docs]
+    split = [s for ss in per_doc for s in ss]
+    parent = [i for i, ss in enumerate(per_doc) for _ in ss]
     short = examples(linker, split, qids) if args.sentences else []
     short_parent = parent if args.sentences else []
     fold = np.random.default_rng(0).permutation(len(docs)) % args.folds

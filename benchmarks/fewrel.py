@@ -102,16 +102,13 @@ def build_kg(cache: Path = CACHE, drop_types: bool = False) -> None:
 
     kgs = [load_kg(SHARED / "kg" / name) for name in ("fb15k-237", "wd50k", "codex-s")]
     union = KnowledgeGraph.union(kgs, name="fb15k237+wd50k+codex-s")
+    types = json.loads((SHARED / "kg/codex/entity2types.json").read_text()) if drop_types else {}
     pairs = set()
     for insts in load_fewrel().values():
         for inst in insts:
             pairs |= {(inst["h"][1], inst["t"][1]), (inst["t"][1], inst["h"][1])}
-    if drop_types:
-        types = json.loads((SHARED / "kg/codex/entity2types.json").read_text())
-        for insts in load_fewrel().values():
-            for inst in insts:
-                for e in (inst["h"][1], inst["t"][1]):
-                    pairs |= {p for t in types.get(e, []) for p in ((e, t), (t, e))}
+            for e in (inst["h"][1], inst["t"][1]):
+                pairs |= {p for t in types.get(e, []) for p in ((e, t), (t, e))}
     qid = np.array(union.qids, dtype=object)
     masks, dropped = {}, 0
     for split, a in union.triples.items():
@@ -269,20 +266,18 @@ def test_scores(gold: Any, pred: Any, covered: list[bool]) -> dict[str, Any]:
     per-label F1 for the diagnosis."""
     import torch
 
-    from encoders.finetune import f1_scores
+    from encoders.finetune import f1_scores, per_label_f1
 
     mask = torch.tensor(covered)
     out: dict[str, Any] = {}
     for part, rows in (("all", torch.ones_like(mask)), ("covered", mask), ("uncovered", ~mask)):
         g, p = gold[rows], pred[rows]
-        tp, wrong = (g & p).sum(0).double(), (g ^ p).sum(0).double()
-        per_label = 2 * tp / (2 * tp + wrong).clamp(min=1)
-        present = g.any(0)
+        per_label, present = per_label_f1(g, p), g.any(0)
         out[part] = f1_scores(g, p) | {
             "macro_f1_gold_labels": round(float(per_label[present].mean()), 4),
             "per_label_f1": [
                 round(float(x), 4) if bool(s) else None
-                for x, s in zip(per_label, g.any(0) | p.any(0), strict=True)
+                for x, s in zip(per_label, present | p.any(0), strict=True)
             ],
         }
     return out

@@ -73,13 +73,19 @@ def f1_scores(gold: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
     micro-F1 equals accuracy.
     """
     tp = (gold & pred).sum(0).double()
-    fp = (~gold & pred).sum(0).double()
-    fn = (gold & ~pred).sum(0).double()
+    wrong = (gold ^ pred).sum(0).double()  # false positives + false negatives
     seen = (gold | pred).any(0)
-    per_label = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
-    micro = 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()).clamp(min=1)
+    per_label = per_label_f1(gold, pred)
+    micro = 2 * tp.sum() / (2 * tp.sum() + wrong.sum()).clamp(min=1)
     macro = per_label[seen].mean() if bool(seen.any()) else torch.tensor(0.0)
     return {"macro_f1": round(float(macro), 4), "micro_f1": round(float(micro), 4), "examples": len(gold)}
+
+
+def per_label_f1(gold: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """double[labels]: each label's F1 from bool[examples, labels] gold and predicted label sets
+    (0 where a label is in neither)."""
+    tp = (gold & pred).sum(0).double()
+    return 2 * tp / (2 * tp + (gold ^ pred).sum(0).double()).clamp(min=1)
 
 
 @torch.no_grad()
