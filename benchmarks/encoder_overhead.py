@@ -3,8 +3,10 @@
 The same 32 texts of 128 word pieces, each with 16 linked entities (bundled FB15k-237 KG and its
 TransE vectors), through the same MiniLM: knowledge none, ernie and kbert, eval mode, no grad.
 Timings alternate between modes (median of --repeats rounds) so drift hits all alike.
-Usage: python benchmarks/encoder_overhead.py [--repeats 15] [--threads 2]
-Writes benchmarks/results/encoder_overhead.json.
+On a GPU (--device cuda) each timing waits for the GPU to finish; --bf16 runs the forward passes
+under bfloat16 autocast, as a GPU user would serve them.
+Usage: python benchmarks/encoder_overhead.py [--repeats 15] [--threads 2] [--device cuda] [--bf16] [--out F]
+Writes benchmarks/results/encoder_overhead.json (or --out, a file name there).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from encoders.data import EntitySpan, Example  # noqa: E402
 from encoders.knowledge import knowledge_for  # noqa: E402
 from encoders.model import EncoderConfig, KnowledgeEncoder  # noqa: E402
+from kg.embed.train import device_name, resolve_device  # noqa: E402
 from kg.io import bundled_kg_path, load_saved  # noqa: E402
 from kg.storage import write_json  # noqa: E402
 
@@ -54,8 +57,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--entities", type=int, default=16)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    ap.add_argument("--bf16", action="store_true", help="forward under bfloat16 autocast")
+    ap.add_argument("--out", default="encoder_overhead.json", help="results file name in benchmarks/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    precision = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     examples = make_examples(args.batch, args.entities)
     models, batches = {}, {}
     for mode in ("none", "ernie", "kbert"):
@@ -64,14 +72,24 @@ def main() -> None:
         models[mode] = KnowledgeEncoder.create(cfg, knowledge_for(mode)).eval()
         batches[mode] = models[mode].encode(examples, with_targets=False)
     models["ernie"].base.load_state_dict(models["none"].base.state_dict())
+    for m in models:
+        models[m].to(device)
+        batches[m] = batches[m].to(device)
     times: dict[str, list[float]] = {m: [] for m in models}
-    with torch.no_grad():
-        for m in models:  # warm-up
-            models[m](batches[m])
+
+    def forward(m: str) -> None:
+        models[m](batches[m])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # GPU calls return at once: time the work, not the launch
+
+    with torch.no_grad(), precision:
+        for _ in range(3 if device.type == "cuda" else 1):  # warm-up (kernels, allocator)
+            for m in models:
+                forward(m)
         for _ in range(args.repeats):
             for m in models:
                 start = time.perf_counter()
-                models[m](batches[m])
+                forward(m)
                 times[m].append(time.perf_counter() - start)
     base = statistics.median(times["none"])
     result = {
@@ -80,6 +98,8 @@ def main() -> None:
         "entities_per_text": args.entities,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
+        "device": device_name(device),
+        "precision": "bf16 autocast" if args.bf16 else "fp32",
         "torch": torch.__version__,
         "modes": {},
     }
@@ -96,7 +116,7 @@ def main() -> None:
             "ratio": round(med / base, 3),
         }
         print(f"| {m} | {b.input_ids.shape[1]} | {linked} | {1000 * med:.1f} | {med / base:.3f} |")
-    write_json(ROOT / "benchmarks/results/encoder_overhead.json", result)
+    write_json(ROOT / "benchmarks/results" / args.out, result)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,7 @@ def run(
     descriptions: bool = False,
     min_type_examples: int = 100,
     cache: Path = CACHE,
+    device: str = "auto",
 ) -> None:
     import torch
 
@@ -181,7 +182,9 @@ def run(
                 task, mode, labels, knowledge_dropout=knowledge_dropout, descriptions=descriptions
             )
             model = KnowledgeEncoder.create(cfg, _knowledge(mode, descriptions, cache))
-            history = finetune(model, data["train"], data["dev"], FinetuneConfig(epochs=epochs, seed=seed))
+            history = finetune(
+                model, data["train"], data["dev"], FinetuneConfig(epochs=epochs, seed=seed, device=device)
+            )
             scores = test_scores(gold_sets(model, data["test"]), predict(model, data["test"]), covered)
             entry = results.setdefault(mode, {"runs": []})
             entry["runs"] = [r for r in entry["runs"] if r["seed"] != seed] + [
@@ -209,6 +212,7 @@ def run(
                 "kg": json.loads((cache / "kg-info.json").read_text())
                 | {"transe": "see kg step", "cache": cache.name},
                 "cpu_threads": torch.get_num_threads(),
+                "device": history.device,
             }
             write_json(path, results)
             print(
@@ -337,6 +341,7 @@ def main() -> None:
         help="kg, typing: the KG without the triples that state a FewRel entity's CoDEx type "
         f"(built into {CACHE_UNTYPED.relative_to(ROOT)})",
     )
+    ap.add_argument("--device", default="auto", help="run, typing: auto (a GPU when present), cpu or cuda")
     ap.add_argument(
         "--out",
         help="results file name in benchmarks/results (default: fewrel.json / fewrel_typing.json; "
@@ -357,6 +362,7 @@ def main() -> None:
             args.out or "fewrel.json",
             args.knowledge_dropout,
             args.descriptions,
+            device=args.device,
         )
     elif args.step == "typing":
         run(
@@ -369,6 +375,7 @@ def main() -> None:
             args.descriptions,
             args.min_type_examples,
             cache,
+            args.device,
         )
     else:
         main_sets = [

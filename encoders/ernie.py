@@ -59,14 +59,14 @@ class Aggregator(nn.Module):
         nn.init.zeros_(self.token_out.bias)
 
     def forward(
-        self, tokens: torch.Tensor, entities: torch.Tensor, stream: EntityStream
+        self, tokens: torch.Tensor, entities: torch.Tensor, index: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens: float[batch, length, hidden]; entities: float[batch, entities, hidden]."""
-        index = stream.positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+        """tokens: float[batch, length, hidden]; entities: float[batch, entities, hidden]; index:
+        LongTensor[batch, entities, hidden], each mention's first piece repeated over the hidden
+        size; mask: float[batch, entities, 1], 1 where a slot holds an entity."""
         at_mention = tokens.gather(1, index)
         fused = self.dropout(nn.functional.gelu(self.token_in(at_mention) + self.entity_in(entities)))
-        mask = stream.mask.unsqueeze(-1).to(tokens.dtype)
-        tokens = tokens.scatter_add(1, index, self.token_out(fused) * mask)
+        tokens = tokens.scatter_add(1, index, (self.token_out(fused) * mask).to(tokens.dtype))
         entities = self.entity_norm(entities + self.entity_out(fused))
         return tokens, entities
 
@@ -93,6 +93,7 @@ class ErnieFusion(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self._stream: EntityStream | None = None
         self._entities: torch.Tensor | None = None
+        self._index = self._mask = torch.empty(0)  # the stream's gather index and slot mask
         stack = encoder_layers(base)
         for slot, layer in enumerate(self.layers):
             stack[layer].register_forward_hook(self._hook(slot))
@@ -101,10 +102,15 @@ class ErnieFusion(nn.Module):
     def stream(self, entities: EntityStream) -> Iterator[None]:
         self._stream = entities
         self._entities = self.project(self.vectors(entities.rows.clamp(min=0)))
+        # computed once for all aggregators: on a GPU the small kernels, not the arithmetic, are the cost
+        hidden = self._entities.shape[-1]
+        self._index = entities.positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden)
+        self._mask = entities.mask.unsqueeze(-1).to(self._entities.dtype)
         try:
             yield
         finally:
             self._stream = self._entities = None
+            self._index = self._mask = torch.empty(0)
 
     def focus_features(self, rows: torch.Tensor) -> torch.Tensor:
         """float[batch, n * hidden] for rows LongTensor[batch, spans] (-1: no vector): each focus
@@ -131,7 +137,7 @@ class ErnieFusion(nn.Module):
             if self._stream is None or self._entities is None or not self._stream.rows.numel():
                 return output
             hidden = output[0] if isinstance(output, tuple) else output
-            hidden, self._entities = self.aggregators[slot](hidden, self._entities, self._stream)
+            hidden, self._entities = self.aggregators[slot](hidden, self._entities, self._index, self._mask)
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
         return fuse

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from encoders.data import Example
 from encoders.model import KnowledgeEncoder
+from kg.embed.train import device_name, resolve_device
 
 
 @dataclass
@@ -33,6 +34,7 @@ class FinetuneConfig:
     seed: int = 0
     eval_batch_size: int = 64
     progress: bool = True
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N; the model is moved there
 
 
 @dataclass
@@ -43,6 +45,7 @@ class History:
     dev: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     seconds: float = 0.0
+    device: str = ""  # where it trained, with the GPU's name or the CPU's threads
 
 
 def seed_everything(seed: int) -> None:
@@ -131,10 +134,11 @@ def _optimizer(model: KnowledgeEncoder, cfg: FinetuneConfig) -> torch.optim.Opti
 def finetune(
     model: KnowledgeEncoder, train: list[Example], dev: list[Example], cfg: FinetuneConfig
 ) -> History:
-    """Train `model` in place; it ends with the weights of its best dev epoch."""
+    """Train `model` in place, on `cfg.device`; it ends there, with the weights of its best dev epoch."""
     seed_everything(cfg.seed)
     rng = random.Random(cfg.seed)
-    device = next(model.parameters()).device
+    device = resolve_device(cfg.device)
+    model.to(device)
     opt = _optimizer(model, cfg)
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
     warm = max(1, int(cfg.warmup * steps))
@@ -167,6 +171,7 @@ def finetune(
     if best_state is not None:
         model.load_state_dict(best_state)
     history.seconds = round(time.time() - start, 1)
+    history.device = device_name(device)
     return history
 
 
@@ -177,4 +182,5 @@ def summary(history: History) -> dict[str, Any]:
         "train_loss": [round(x, 4) for x in history.loss],
         "dev": history.dev,
         "train_seconds": history.seconds,
+        "device": history.device,
     }

@@ -288,12 +288,16 @@ def encoder_finetune(
             help="ernie: the entity stream also holds each entity's KG description, embedded by the default text model",
         ),
     ] = False,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
+    ] = "auto",
 ) -> None:
     """Fine-tune a head on a text model, with or without knowledge; writes DIR/model.safetensors + config.json."""
     from encoders.data import TASKS, read_examples
     from encoders.finetune import FinetuneConfig, evaluate, finetune, summary
     from encoders.knowledge import knowledge_for
     from encoders.model import KNOWLEDGE, EncoderConfig, KnowledgeEncoder
+    from kg.embed.train import resolve_device
 
     if task not in TASKS:
         raise typer.BadParameter(f"TASK must be one of {', '.join(TASKS)}, not {task!r}")
@@ -301,6 +305,7 @@ def encoder_finetune(
         raise typer.BadParameter(f"--knowledge must be one of {', '.join(KNOWLEDGE)}, not {knowledge!r}")
     if descriptions and knowledge != "ernie":
         raise typer.BadParameter(f"--descriptions widens ERNIE's entity stream; --knowledge is {knowledge!r}")
+    resolve_device(device)  # a typo or a missing GPU fails before the model loads
     train_ex, dev_ex = read_examples(train, task), read_examples(dev, task)
     if link:
         _link_examples(train_ex + dev_ex, kg_path)
@@ -310,7 +315,10 @@ def encoder_finetune(
     source = knowledge_for(knowledge, kg_path, transe, descriptions=descriptions)
     net = KnowledgeEncoder.create(cfg, source, model)
     history = finetune(
-        net, train_ex, dev_ex, FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        net,
+        train_ex,
+        dev_ex,
+        FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device),
     )
     net.save(out)
     result = {**summary(history), "best_dev": evaluate(net, dev_ex)}
@@ -338,13 +346,17 @@ def encoder_eval(
     data: Annotated[Path, typer.Option("--data", help="labelled examples, JSONL, same format as --train")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
     link: Annotated[bool, typer.Option("--link", help="link examples that name no entities first")] = False,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
+    ] = "auto",
 ) -> None:
     """Score a fine-tuned encoder on labelled examples: macro-F1 and micro-F1."""
     from encoders.data import read_examples
     from encoders.finetune import evaluate
     from encoders.model import KnowledgeEncoder
+    from kg.embed.train import resolve_device
 
-    net = KnowledgeEncoder.load(model_dir)
+    net = KnowledgeEncoder.load(model_dir, device=str(resolve_device(device)))
     examples = read_examples(data, net.cfg.task)
     if link:
         _link_examples(examples, Path(net.cfg.kg) if net.cfg.kg else None)

@@ -5,7 +5,6 @@ Writes model.safetensors, config.json, metrics.json and curve.png into one folde
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch.distributed as dist
 from kg.embed.checkpoint import EntityVectors, save_checkpoint
 from kg.embed.config import TrainConfig
 from kg.embed.evaluate import FilterIndex, metrics_from_ranks, rank_triples
-from kg.embed.train import History, Trainer, init_distributed
+from kg.embed.train import History, Trainer, device_name, init_distributed
 from kg.errors import KGPipeError
 from kg.graph import KnowledgeGraph
 
@@ -68,12 +67,7 @@ def train_transe(
                 "valid_epochs": history.valid_epochs,
                 "valid_mrr": history.valid_mrr,
             },
-            "device": str(trainer.device)
-            + (
-                f" ({torch.cuda.get_device_name(trainer.device)})"
-                if trainer.device.type == "cuda"
-                else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-            ),
+            "device": device_name(trainer.device),
             "world_size": trainer.world,
             "torch": torch.__version__,
         }

@@ -140,6 +140,43 @@ def test_relation_finetune_learns_and_round_trips(
     assert torch.equal(predict(again, dev), predict(model.eval(), dev))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
+@pytest.mark.parametrize("mode", ["none", "ernie", "kbert"])
+def test_finetune_on_cuda_then_load_on_cpu(
+    mode: str,
+    relation_data: tuple[list[Example], list[Example]],
+    knowledge: dict[str, KnowledgeSource],
+    tmp_path: Path,
+) -> None:
+    """The GPU path a GPU user takes: train on CUDA, save, load on a CPU-only server: same predictions."""
+    train, dev = relation_data
+    model = make("relation", mode, sorted({ex.labels[0] for ex in train}), knowledge)
+    history = finetune(model, train, dev, FinetuneConfig(epochs=2, patience=2, progress=False, device="cuda"))
+    assert history.device.startswith("cuda") and next(model.parameters()).device.type == "cuda"
+    assert history.loss[-1] < history.loss[0]
+    with torch.no_grad():
+        batch = model.encode(dev)
+        on_gpu = model.eval()(batch.to(torch.device("cuda"))).cpu()
+        model.save(tmp_path / "m")
+        again = KnowledgeEncoder.load(tmp_path / "m", device="cpu")
+        on_cpu = again(again.encode(dev))
+    assert next(again.parameters()).device.type == "cpu"
+    assert torch.allclose(on_gpu, on_cpu, atol=1e-3), (on_gpu - on_cpu).abs().max()
+    assert torch.equal(predict(again, dev), predict(model, dev))
+
+
+def test_devices_are_checked_with_the_fix() -> None:
+    from kg.embed.train import resolve_device
+    from kg.errors import KGPipeError
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(KGPipeError, match="'gpu' is not one of auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu")
+    with pytest.raises(KGPipeError, match=r"use cuda:0 or --device auto|torch sees no CUDA device"):
+        resolve_device("cuda:7")
+
+
 def test_typing_is_multi_label(knowledge: dict[str, KnowledgeSource]) -> None:
     train = read_examples(FIX / "typing_train.jsonl", "typing")
     labels = sorted({x for ex in train for x in ex.labels})

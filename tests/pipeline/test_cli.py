@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 KGPIPE = str(Path(sys.executable).parent / "kgpipe")
 
 
@@ -105,6 +107,16 @@ def test_encoder_rejects_unknown_knowledge_and_bad_files(tmp_path: Path) -> None
     done = finetune(bad, "none", tmp_path / "x")
     assert done.returncode == 2 and "bad.jsonl:1" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_encoder_device_is_checked_before_anything_runs(tmp_path: Path) -> None:
+    done = finetune(ENCODER_FIXTURES / "relation_train.jsonl", "none", tmp_path / "x", "--device", "gpu")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "device 'gpu' is not one of auto, cpu, cuda or cuda:N" in done.stderr
+    assert not (tmp_path / "x").exists()
+    if not torch.cuda.is_available():  # on a GPU machine `--device cuda` is right, and tested elsewhere
+        done = finetune(ENCODER_FIXTURES / "relation_train.jsonl", "none", tmp_path / "x", "--device", "cuda")
+        assert done.returncode == 2 and "torch sees no CUDA device: use --device cpu" in done.stderr
 
 
 def test_encoder_descriptions_only_widen_ernie(tmp_path: Path) -> None:
