@@ -162,6 +162,7 @@ def run(
     min_type_examples: int = 100,
     cache: Path = CACHE,
     device: str = "auto",
+    knowledge_expert: float = 0.0,
 ) -> None:
     import torch
 
@@ -179,7 +180,12 @@ def run(
         for mode in modes:
             start = time.time()
             cfg = EncoderConfig(
-                task, mode, labels, knowledge_dropout=knowledge_dropout, descriptions=descriptions
+                task,
+                mode,
+                labels,
+                knowledge_dropout=knowledge_dropout,
+                descriptions=descriptions,
+                knowledge_expert=knowledge_expert,
             )
             model = KnowledgeEncoder.create(cfg, _knowledge(mode, descriptions, cache))
             history = finetune(
@@ -341,6 +347,12 @@ def main() -> None:
         help="kg, typing: the KG without the triples that state a FewRel entity's CoDEx type "
         f"(built into {CACHE_UNTYPED.relative_to(ROOT)})",
     )
+    ap.add_argument(
+        "--knowledge-expert",
+        type=float,
+        default=0.0,
+        help="ERNIE: weight of the loss of a classifier over the KG features alone (0: none)",
+    )
     ap.add_argument("--device", default="auto", help="run, typing: auto (a GPU when present), cpu or cuda")
     ap.add_argument(
         "--out",
@@ -363,6 +375,7 @@ def main() -> None:
             args.knowledge_dropout,
             args.descriptions,
             device=args.device,
+            knowledge_expert=args.knowledge_expert,
         )
     elif args.step == "typing":
         run(
@@ -376,6 +389,7 @@ def main() -> None:
             args.min_type_examples,
             cache,
             args.device,
+            args.knowledge_expert,
         )
     else:
         main_sets = [

@@ -152,7 +152,7 @@ def finetune(
         bar = tqdm(_batches(train, cfg.batch_size, rng), desc=f"epoch {epoch + 1}", disable=not cfg.progress)
         for batch in bar:
             enc = model.encode(batch).to(device)
-            loss = model.head.loss(model(enc), enc.targets)  # type: ignore[arg-type]
+            loss = model.loss(enc)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -16,10 +16,14 @@ class Head(nn.Module):
     multi_label = False
     inputs = 1
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float, extra: int = 0) -> None:
+    def __init__(
+        self, hidden: int, num_labels: int, dropout: float, extra: int = 0, expert: bool = False
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden * self.inputs + extra, num_labels)
+        # a classifier of its own over the extra (knowledge) features, whose logits are added
+        self.expert = nn.Linear(extra, num_labels) if expert and extra else None
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor, focus: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -31,7 +35,8 @@ class Head(nn.Module):
         focus: LongTensor[batch, spans], first piece of each focus span; extra: float[batch, extra]
         features read beside the pooled text (ERNIE's entity features). → float[batch, labels]."""
         pooled = self.dropout(self.pool(hidden, mask, focus))
-        return self.classifier(pooled if extra is None else torch.cat([pooled, extra], -1))
+        logits = self.classifier(pooled if extra is None else torch.cat([pooled, extra], -1))
+        return logits if self.expert is None or extra is None else logits + self.expert(extra)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, targets)

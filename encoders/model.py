@@ -44,6 +44,8 @@ class EncoderConfig:
     freeze_entities: bool = True
     entity_features: bool = True  # ERNIE: the head also reads the focus entities' vectors
     knowledge_dropout: float = 0.0  # ERNIE, training only: share of examples seen without their entities
+    # ERNIE: weight of the knowledge expert's own loss; 0 = no expert (see KnowledgeEncoder.loss)
+    knowledge_expert: float = 0.0
     descriptions: bool = False  # ERNIE: entity vectors also hold embedded KG descriptions
     text_model: str = ""  # where the text model came from (provenance only)
     kg: str = ""
@@ -150,7 +152,7 @@ class KnowledgeEncoder(nn.Module):
             extra = hidden * ErnieFusion.focus_slots(spans) if cfg.entity_features and spans else 0
             self.focus_spans = spans
         self.head_extra = extra > 0
-        self.head = HEADS[cfg.task](hidden, len(cfg.labels), cfg.dropout, extra)
+        self.head = HEADS[cfg.task](hidden, len(cfg.labels), cfg.dropout, extra, cfg.knowledge_expert > 0)
         self._branch_cache: dict[str, list[list[int]]] = {}
 
     # ---- building -------------------------------------------------------------------------------
@@ -305,12 +307,33 @@ class KnowledgeEncoder(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """float[batch, labels]: the head's logits."""
+        return self._forward(batch)[0]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The training loss of a batch with targets. With a knowledge expert (ERNIE,
+        `knowledge_expert` > 0) the expert's own logits are also trained on the labels, with that
+        weight: the fine-tuned text model alone fits the training set within an epoch, after which
+        the summed logits carry no gradient left for the knowledge features, so an expert trained
+        only through the sum learns little. Trained on its own it learns what the KG says about
+        the focus entities, and its logits are added to the text model's."""
+        if batch.targets is None:
+            raise ValueError("loss needs a batch with targets: encode(examples, with_targets=True)")
+        logits, features = self._forward(batch)
+        loss = self.head.loss(logits, batch.targets)
+        if self.head.expert is not None and features is not None:
+            loss = loss + self.cfg.knowledge_expert * self.head.loss(
+                self.head.expert(features), batch.targets
+            )
+        return loss
+
+    def _forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The logits and the knowledge features the head read (None without)."""
         if self.training and self.cfg.knowledge_dropout > 0 and self.fusion is not None:
             batch = self._drop_knowledge(batch, self.cfg.knowledge_dropout)
         extra = None
         if self.fusion is not None and self.head_extra and batch.focus_rows is not None:
             extra = self.fusion.focus_features(batch.focus_rows[:, : self.focus_spans])
-        return self.head(self.hidden(batch), batch.main, batch.focus, extra)
+        return self.head(self.hidden(batch), batch.main, batch.focus, extra), extra
 
     @staticmethod
     def _drop_knowledge(batch: Batch, share: float) -> Batch:

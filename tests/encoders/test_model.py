@@ -102,6 +102,39 @@ def test_knowledge_dropout_strips_whole_examples_in_training_only(
         assert torch.allclose(with_setting, ernie(batch))
 
 
+def test_knowledge_expert_adds_its_logits_and_trains_on_its_own_loss(
+    relation_data: tuple[list[Example], list[Example]],
+    knowledge: dict[str, KnowledgeSource],
+    tmp_path: Path,
+) -> None:
+    train, _ = relation_data
+    labels = sorted({ex.labels[0] for ex in train})
+    torch.manual_seed(0)
+    cfg = EncoderConfig("relation", "ernie", labels, knowledge_expert=0.5)
+    ernie = KnowledgeEncoder.create(cfg, knowledge["ernie"]).eval()
+    expert = ernie.head.expert
+    assert expert is not None and expert.in_features == 3 * ernie.base.config.hidden_size
+    batch = ernie.encode(train[:6])
+    assert batch.targets is not None and batch.focus_rows is not None
+    with torch.no_grad():
+        features = ernie.fusion.focus_features(batch.focus_rows)  # type: ignore[union-attr]
+        plain = ernie.head.classifier(
+            torch.cat([ernie.head.pool(ernie.hidden(batch), batch.main, batch.focus), features], -1)
+        )
+        assert torch.allclose(ernie(batch), plain + expert(features), atol=1e-5)
+        both = ernie.head.loss(plain + expert(features), batch.targets)
+        own = ernie.head.loss(expert(features), batch.targets)
+        assert torch.allclose(ernie.loss(batch), both + 0.5 * own, atol=1e-5)
+    ernie.save(tmp_path / "m")
+    again = KnowledgeEncoder.load(tmp_path / "m")
+    assert again.cfg.knowledge_expert == 0.5 and again.head.expert is not None
+    with torch.no_grad():
+        assert torch.allclose(again(batch), ernie(batch), atol=1e-5)
+    cfg = EncoderConfig("relation", "none", labels, knowledge_expert=0.5)
+    text_only = KnowledgeEncoder.create(cfg, knowledge["none"])
+    assert text_only.head.expert is None  # no knowledge features, no expert: the ablation is unchanged
+
+
 def test_kbert_injects_branches_but_keeps_the_sentence_positions(
     relation_data: tuple[list[Example], list[Example]], knowledge: dict[str, KnowledgeSource]
 ) -> None:
