@@ -187,7 +187,7 @@ def run(
                 descriptions=descriptions,
                 knowledge_expert=knowledge_expert,
             )
-            model = KnowledgeEncoder.create(cfg, _knowledge(mode, descriptions, cache))
+            model = KnowledgeEncoder.create(cfg, _knowledge(mode, descriptions, cache), seed=seed)
             history = finetune(
                 model, data["train"], data["dev"], FinetuneConfig(epochs=epochs, seed=seed, device=device)
             )

@@ -158,9 +158,15 @@ class KnowledgeEncoder(nn.Module):
     # ---- building -------------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, cfg: EncoderConfig, knowledge: KnowledgeSource, text_model: str | Path | None = None
+        cls,
+        cfg: EncoderConfig,
+        knowledge: KnowledgeSource,
+        text_model: str | Path | None = None,
+        seed: int | None = None,
     ) -> KnowledgeEncoder:
-        """A fresh model on a pretrained Hugging Face checkpoint (the bundled MiniLM by default)."""
+        """A fresh model on a pretrained Hugging Face checkpoint (the bundled MiniLM by default).
+        `seed` fixes the new weights (head, fusion); without it they come from torch's global
+        random state, which depends on whatever ran before in the process."""
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -175,6 +181,8 @@ class KnowledgeEncoder(nn.Module):
         cfg.text_model = str(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         base = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
+        if seed is not None:
+            torch.manual_seed(seed)
         return cls(cfg, base, tokenizer, knowledge)
 
     def save(self, folder: str | Path) -> Path:

@@ -313,7 +313,7 @@ def encoder_finetune(
     cfg = EncoderConfig(task, knowledge, labels, max_length=max_length, descriptions=descriptions)
     cfg.kg, cfg.transe = str(kg_path or ""), str(transe or "")
     source = knowledge_for(knowledge, kg_path, transe, descriptions=descriptions)
-    net = KnowledgeEncoder.create(cfg, source, model)
+    net = KnowledgeEncoder.create(cfg, source, model, seed=seed)
     history = finetune(
         net,
         train_ex,

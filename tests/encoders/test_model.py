@@ -210,6 +210,17 @@ def test_devices_are_checked_with_the_fix() -> None:
         resolve_device("cuda:7")
 
 
+def test_create_with_a_seed_ignores_what_ran_before(knowledge: dict[str, KnowledgeSource]) -> None:
+    cfg = EncoderConfig("relation", "ernie", ["a", "b"])
+    first = KnowledgeEncoder.create(cfg, knowledge["ernie"], seed=3)
+    torch.rand(1000)  # another run in the same process consumed random numbers
+    second = KnowledgeEncoder.create(
+        EncoderConfig("relation", "ernie", ["a", "b"]), knowledge["ernie"], seed=3
+    )
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_typing_is_multi_label(knowledge: dict[str, KnowledgeSource]) -> None:
     train = read_examples(FIX / "typing_train.jsonl", "typing")
     labels = sorted({x for ex in train for x in ex.labels})
