@@ -58,6 +58,9 @@ FEATURES = [
     "team_doc_numbers",
     "place_doc_numbers",
     "in_compound",
+    "dateline",
+    "place_dateline",
+    "team_dateline",
     "context_sim",
     "context_best",
 ]
@@ -220,6 +223,9 @@ def featurize(
                     doc_numbers * team,
                     doc_numbers * (kg_type == "LOC"),
                     float(m.in_compound),
+                    float(m.dateline),
+                    float(m.dateline and kg_type == "LOC"),
+                    float(m.dateline and team),
                     0.0,
                     0.0,
                 ]

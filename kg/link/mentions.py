@@ -35,6 +35,9 @@ class Mention:
     label: str  # spaCy NER label; "PART": a piece of a cut NER span; "ALIAS": alias-matcher span; "GIVEN": user span
     beside_number: bool = False  # a score or count next to it ('Luton 2 Bolton 1', 'Surrey 320-5')
     in_compound: bool = False  # a hyphen joins it to another word ('Boston-based', 'pro-Moscow')
+    dateline: bool = (
+        False  # a news dateline's place: 'LONDON 1996-08-30', 'PARIS (Reuters) -', 'ROME, Aug 30'
+    )
 
 
 class MentionFinder:
@@ -149,20 +152,28 @@ def given_mentions(text: str, spans: Iterable[tuple[int, int]], doc: Doc | None 
 _NUMBER_AFTER = re.compile(r"[ \t]*\(?\d")
 _NUMBER_BEFORE = re.compile(r"\d\)?[ \t]*$")
 _DATE_AFTER = re.compile(r"[ \t]*\d{4}-\d\d-\d\d")  # a dateline ('LONDON 1996-08-31'), no score
+# what follows the place in a news-wire dateline: an ISO date, an agency in brackets, or a month
+# and day ('LONDON 1996-08-31', 'NEW YORK (Reuters) -', 'MOSCOW, Aug 30', 'ROME, Sept. 4')
+_DATELINE_AFTER = re.compile(
+    r"[ \t]*(?:\d{4}-\d\d-\d\d|\((?:Reuters|AP|AFP|UPI|dpa|DPA|Xinhua|Bloomberg|IANS|PTI)\)"
+    r"|,?[ \t]*(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)[a-z]*\.?[ \t]+\d{1,2}\b)"
+)
 
 
 def _in_context(m: Mention, text: str) -> Mention:
     """`m` with what its neighbourhood says: whether a number stands right before or after it, as
     in results tables, where place names stand for teams; whether a hyphen glues it to a word, so
-    that it is part of a modifier ('Boston-based', 'Arab-Israeli') more than a name."""
+    that it is part of a modifier ('Boston-based', 'Arab-Israeli') more than a name; whether it is
+    the place of a news dateline, which is always the place, never its team."""
     after, before = text[m.end : m.end + 12], text[max(0, m.start - 12) : m.start]
     beside = bool(
         (_NUMBER_AFTER.match(after) and not _DATE_AFTER.match(after)) or _NUMBER_BEFORE.search(before)
     )
     glued = (after[:1] == "-" and after[1:2].isalpha()) or (before[-1:] == "-" and before[-2:-1].isalpha())
-    if beside == m.beside_number and glued == m.in_compound:
+    dateline = bool(_DATELINE_AFTER.match(text, m.end, m.end + 24))
+    if beside == m.beside_number and glued == m.in_compound and dateline == m.dateline:
         return m
-    return replace(m, beside_number=beside, in_compound=glued)
+    return replace(m, beside_number=beside, in_compound=glued, dateline=dateline)
 
 
 _LINK_WORDS = frozenset({"of", "de", "del", "la", "le", "and", "&", "-", "du", "von", "van", "da"})

@@ -262,6 +262,21 @@ def test_numbers_beside_a_name_mark_a_results_table_but_a_dateline_does_not() ->
     assert not given_mentions("Luton is a town.", [(0, 5)])[0].beside_number
 
 
+def test_the_place_of_a_news_dateline_is_marked() -> None:
+    from kg.link.mentions import given_mentions
+
+    cases = [
+        ("LONDON 1996-08-31 Luton 2 Bolton 1", "LONDON", True),
+        ("NEW YORK (Reuters) - Stocks rose", "NEW YORK", True),
+        ("MOSCOW, Aug 30 - Talks ended", "MOSCOW", True),
+        ("ROME, Sept. 4 - The pope said", "ROME", True),
+        ("Madrid beat Barcelona on Aug 30", "Madrid", False),
+        ("Chicago 3 Boston 2", "Chicago", False),
+    ]
+    for text, name, want in cases:
+        assert given_mentions(text, [(0, len(name))])[0].dateline is want, text
+
+
 def test_a_name_glued_to_a_word_by_a_hyphen_is_marked_as_part_of_a_compound() -> None:
     from kg.link.mentions import given_mentions
 
