@@ -163,6 +163,7 @@ def run(
     cache: Path = CACHE,
     device: str = "auto",
     knowledge_expert: float = 0.0,
+    bf16: bool = False,
 ) -> None:
     import torch
 
@@ -189,7 +190,10 @@ def run(
             )
             model = KnowledgeEncoder.create(cfg, _knowledge(mode, descriptions, cache), seed=seed)
             history = finetune(
-                model, data["train"], data["dev"], FinetuneConfig(epochs=epochs, seed=seed, device=device)
+                model,
+                data["train"],
+                data["dev"],
+                FinetuneConfig(epochs=epochs, seed=seed, device=device, bf16=bf16),
             )
             scores = test_scores(gold_sets(model, data["test"]), predict(model, data["test"]), covered)
             entry = results.setdefault(mode, {"runs": []})
@@ -219,6 +223,7 @@ def run(
                 | {"transe": "see kg step", "cache": cache.name},
                 "cpu_threads": torch.get_num_threads(),
                 "device": history.device,
+                "precision": "bf16 autocast (training steps)" if bf16 else "fp32",
             }
             write_json(path, results)
             print(
@@ -353,6 +358,7 @@ def main() -> None:
         default=0.0,
         help="ERNIE: weight of the loss of a classifier over the KG features alone (0: none)",
     )
+    ap.add_argument("--bf16", action="store_true", help="run, typing: training steps under bf16 autocast")
     ap.add_argument("--device", default="auto", help="run, typing: auto (a GPU when present), cpu or cuda")
     ap.add_argument(
         "--out",
@@ -376,6 +382,7 @@ def main() -> None:
             args.descriptions,
             device=args.device,
             knowledge_expert=args.knowledge_expert,
+            bf16=args.bf16,
         )
     elif args.step == "typing":
         run(
@@ -390,6 +397,7 @@ def main() -> None:
             cache,
             args.device,
             args.knowledge_expert,
+            args.bf16,
         )
     else:
         main_sets = [

@@ -210,6 +210,18 @@ def test_devices_are_checked_with_the_fix() -> None:
         resolve_device("cuda:7")
 
 
+def test_bf16_training_steps_learn_and_keep_float32_weights(
+    relation_data: tuple[list[Example], list[Example]], knowledge: dict[str, KnowledgeSource]
+) -> None:
+    train, dev = relation_data
+    model = make("relation", "ernie", sorted({ex.labels[0] for ex in train}), knowledge)
+    cfg = FinetuneConfig(epochs=2, patience=2, lr=1e-4, progress=False, device="cpu", bf16=True)
+    history = finetune(model, train, dev, cfg)
+    assert history.loss[-1] < history.loss[0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert evaluate(model, train)["micro_f1"] >= 0.8
+
+
 def test_create_with_a_seed_ignores_what_ran_before(knowledge: dict[str, KnowledgeSource]) -> None:
     cfg = EncoderConfig("relation", "ernie", ["a", "b"])
     first = KnowledgeEncoder.create(cfg, knowledge["ernie"], seed=3)
