@@ -198,7 +198,14 @@ def run(
             scores = test_scores(gold_sets(model, data["test"]), predict(model, data["test"]), covered)
             entry = results.setdefault(mode, {"runs": []})
             entry["runs"] = [r for r in entry["runs"] if r["seed"] != seed] + [
-                {"seed": seed, **scores, **summary(history), "seconds": round(time.time() - start, 1)}
+                {
+                    "seed": seed,
+                    **scores,
+                    **summary(history),
+                    "seconds": round(time.time() - start, 1),
+                    "knowledge_expert": knowledge_expert,
+                    "knowledge_dropout": knowledge_dropout,
+                }
             ]
             entry["runs"].sort(key=lambda r: r["seed"])
             for part in ("all", "covered", "uncovered"):
@@ -223,6 +230,9 @@ def run(
                 | {"transe": "see kg step", "cache": cache.name},
                 "cpu_threads": torch.get_num_threads(),
                 "device": history.device,
+                "knowledge_dropout": knowledge_dropout,
+                "knowledge_expert": knowledge_expert,
+                "descriptions": descriptions,
                 "precision": "bf16 autocast (training steps)" if bf16 else "fp32",
             }
             write_json(path, results)

@@ -34,7 +34,8 @@ class FinetuneConfig:
     seed: int = 0
     eval_batch_size: int = 64
     progress: bool = True
-    device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N; the model is moved there
+    # auto (CUDA when present), cpu, cuda or cuda:N: the model is moved there; None: it stays where it is
+    device: str | None = None
     # training steps under bfloat16 autocast (weights, optimizer and evaluation stay float32): for
     # GPUs and CPUs with bf16 matrix units (AMX); on other CPUs it is slower than float32
     bf16: bool = False
@@ -137,10 +138,11 @@ def _optimizer(model: KnowledgeEncoder, cfg: FinetuneConfig) -> torch.optim.Opti
 def finetune(
     model: KnowledgeEncoder, train: list[Example], dev: list[Example], cfg: FinetuneConfig
 ) -> History:
-    """Train `model` in place, on `cfg.device`; it ends there, with the weights of its best dev epoch."""
+    """Train `model` in place, on `cfg.device` (default: where it is); it ends there, with the
+    weights of its best dev epoch."""
     seed_everything(cfg.seed)
     rng = random.Random(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if cfg.device else next(model.parameters()).device
     model.to(device)
     opt = _optimizer(model, cfg)
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)

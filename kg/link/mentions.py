@@ -152,12 +152,15 @@ def given_mentions(text: str, spans: Iterable[tuple[int, int]], doc: Doc | None 
 _NUMBER_AFTER = re.compile(r"[ \t]*\(?\d")
 _NUMBER_BEFORE = re.compile(r"\d\)?[ \t]*$")
 _DATE_AFTER = re.compile(r"[ \t]*\d{4}-\d\d-\d\d")  # a dateline ('LONDON 1996-08-31'), no score
-# what follows the place in a news-wire dateline: an ISO date, an agency in brackets, or a month
-# and day ('LONDON 1996-08-31', 'NEW YORK (Reuters) -', 'MOSCOW, Aug 30', 'ROME, Sept. 4')
+# a news-wire dateline: the place opens the text, a line or a sentence (AIDA's run after the
+# headline's ' . '), and an ISO date, an agency in brackets, or a day and month follow it
+# ('LONDON 1996-08-31', 'NEW YORK (Reuters) -', 'MOSCOW, Aug 30', 'ROME, Sept. 4', 'PARIS, 30 May')
+_MONTH = r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
 _DATELINE_AFTER = re.compile(
-    r"[ \t]*(?:\d{4}-\d\d-\d\d|\((?:Reuters|AP|AFP|UPI|dpa|DPA|Xinhua|Bloomberg|IANS|PTI)\)"
-    r"|,?[ \t]*(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)[a-z]*\.?[ \t]+\d{1,2}\b)"
+    r"[ \t]*(?:\d{4}-\d\d-\d\d|\((?i:reuters|ap|afp|upi|dpa|xinhua|bloomberg|ians|pti)\)"
+    rf"|,?[ \t]*(?:{_MONTH}[ \t]+\d{{1,2}}|\d{{1,2}}[ \t]+{_MONTH})\b)"
 )
+_DATELINE_BEFORE = re.compile(r"(?:^|[\n.!?])[ \t]*$")
 
 
 def _in_context(m: Mention, text: str) -> Mention:
@@ -170,7 +173,10 @@ def _in_context(m: Mention, text: str) -> Mention:
         (_NUMBER_AFTER.match(after) and not _DATE_AFTER.match(after)) or _NUMBER_BEFORE.search(before)
     )
     glued = (after[:1] == "-" and after[1:2].isalpha()) or (before[-1:] == "-" and before[-2:-1].isalpha())
-    dateline = bool(_DATELINE_AFTER.match(text, m.end, m.end + 24))
+    dateline = bool(
+        _DATELINE_AFTER.match(text, m.end, m.end + 24)
+        and _DATELINE_BEFORE.search(text, max(0, m.start - 8), m.start)
+    )
     if beside == m.beside_number and glued == m.in_compound and dateline == m.dateline:
         return m
     return replace(m, beside_number=beside, in_compound=glued, dateline=dateline)

@@ -125,6 +125,8 @@ def test_knowledge_expert_adds_its_logits_and_trains_on_its_own_loss(
         both = ernie.head.loss(plain + expert(features), batch.targets)
         own = ernie.head.loss(expert(features), batch.targets)
         assert torch.allclose(ernie.loss(batch), both + 0.5 * own, atol=1e-5)
+    ernie.loss(batch).backward()  # the expert learns from the loss
+    assert expert.weight.grad is not None and bool(expert.weight.grad.abs().sum() > 0)
     ernie.save(tmp_path / "m")
     again = KnowledgeEncoder.load(tmp_path / "m")
     assert again.cfg.knowledge_expert == 0.5 and again.head.expert is not None
@@ -207,7 +209,7 @@ def test_devices_are_checked_with_the_fix() -> None:
     with pytest.raises(KGPipeError, match="'gpu' is not one of auto, cpu, cuda or cuda:N"):
         resolve_device("gpu")
     with pytest.raises(KGPipeError, match=r"use cuda:0 or --device auto|torch sees no CUDA device"):
-        resolve_device("cuda:7")
+        resolve_device("cuda:99")
 
 
 def test_bf16_training_steps_learn_and_keep_float32_weights(
@@ -215,8 +217,12 @@ def test_bf16_training_steps_learn_and_keep_float32_weights(
 ) -> None:
     train, dev = relation_data
     model = make("relation", "ernie", sorted({ex.labels[0] for ex in train}), knowledge)
+    seen: list[torch.dtype] = []  # what the head's linear layer computes in, step by step
+    hook = model.head.classifier.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
     cfg = FinetuneConfig(epochs=2, patience=2, lr=1e-4, progress=False, device="cpu", bf16=True)
     history = finetune(model, train, dev, cfg)
+    hook.remove()
+    assert torch.bfloat16 in seen and torch.float32 in seen  # training steps bf16, evaluation float32
     assert history.loss[-1] < history.loss[0]
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert evaluate(model, train)["micro_f1"] >= 0.8

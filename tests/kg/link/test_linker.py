@@ -270,11 +270,19 @@ def test_the_place_of_a_news_dateline_is_marked() -> None:
         ("NEW YORK (Reuters) - Stocks rose", "NEW YORK", True),
         ("MOSCOW, Aug 30 - Talks ended", "MOSCOW", True),
         ("ROME, Sept. 4 - The pope said", "ROME", True),
-        ("Madrid beat Barcelona on Aug 30", "Madrid", False),
+        ("SOCCER - SHOCK AT HOME . MADRID 1996-08-31 Real lost", "MADRID", True),
+        ("PARIS, 30 May - Strikes", "PARIS", True),
+        ("WASHINGTON (REUTERS) - The", "WASHINGTON", True),
         ("Chicago 3 Boston 2", "Chicago", False),
+        ("Chelsea beat Arsenal, March 4", "Arsenal", False),  # mid-sentence: no dateline
+        ("Talks in Geneva, Aug 30, ended", "Geneva", False),
+        ("He said in Paris (AP) that", "Paris", False),
+        ("Juventus Marseille 2", "Juventus", False),  # 'Marseille' is no month
+        ("Boston Market 5", "Boston", False),
     ]
     for text, name, want in cases:
-        assert given_mentions(text, [(0, len(name))])[0].dateline is want, text
+        start = text.index(name)
+        assert given_mentions(text, [(start, start + len(name))])[0].dateline is want, text
 
 
 def test_a_name_glued_to_a_word_by_a_hyphen_is_marked_as_part_of_a_compound() -> None:
