@@ -156,11 +156,12 @@ _DATE_AFTER = re.compile(r"[ \t]*\d{4}-\d\d-\d\d")  # a dateline ('LONDON 1996-0
 # headline's ' . '), and an ISO date, an agency in brackets, or a day and month follow it
 # ('LONDON 1996-08-31', 'NEW YORK (Reuters) -', 'MOSCOW, Aug 30', 'ROME, Sept. 4', 'PARIS, 30 May')
 _MONTH = r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
-_DATELINE_AFTER = re.compile(
-    r"[ \t]*(?:\d{4}-\d\d-\d\d|\((?i:reuters|ap|afp|upi|dpa|xinhua|bloomberg|ians|pti)\)"
+_NAMES = r"[A-Z][\w.'-]*(?:[ \t]+[A-Z][\w.'-]*)*"  # capitalised words: 'NADI', 'New South Wales'
+_DATELINE_AFTER = re.compile(  # a second place may come between: 'NADI , Fiji 1996-12-06'
+    rf"[ \t]*(?:,[ \t]*{_NAMES}[ \t]*)?(?:\d{{4}}-\d\d-\d\d|\((?i:reuters|ap|afp|upi|dpa|xinhua|bloomberg|ians|pti)\)"
     rf"|,?[ \t]*(?:{_MONTH}[ \t]+\d{{1,2}}|\d{{1,2}}[ \t]+{_MONTH})\b)"
 )
-_DATELINE_BEFORE = re.compile(r"(?:^|[\n.!?])[ \t]*$")
+_DATELINE_BEFORE = re.compile(rf"(?:^|[\n.!?])[ \t]*(?:{_NAMES}[ \t]*,[ \t]*)?$")
 
 
 def _in_context(m: Mention, text: str) -> Mention:
@@ -174,8 +175,8 @@ def _in_context(m: Mention, text: str) -> Mention:
     )
     glued = (after[:1] == "-" and after[1:2].isalpha()) or (before[-1:] == "-" and before[-2:-1].isalpha())
     dateline = bool(
-        _DATELINE_AFTER.match(text, m.end, m.end + 24)
-        and _DATELINE_BEFORE.search(text, max(0, m.start - 8), m.start)
+        _DATELINE_AFTER.match(text, m.end, m.end + 48)
+        and _DATELINE_BEFORE.search(text, max(0, m.start - 40), m.start)
     )
     if beside == m.beside_number and glued == m.in_compound and dateline == m.dateline:
         return m

@@ -272,6 +272,8 @@ def test_the_place_of_a_news_dateline_is_marked() -> None:
         ("ROME, Sept. 4 - The pope said", "ROME", True),
         ("SOCCER - SHOCK AT HOME . MADRID 1996-08-31 Real lost", "MADRID", True),
         ("PARIS, 30 May - Strikes", "PARIS", True),
+        ("RUGBY - FIJI WIN . NADI , Fiji 1996-12-06 Fiji", "NADI", True),  # a city and its country
+        ("RUGBY - FIJI WIN . NADI , Fiji 1996-12-06 Fiji", "Fiji", True),
         ("WASHINGTON (REUTERS) - The", "WASHINGTON", True),
         ("Chicago 3 Boston 2", "Chicago", False),
         ("Chelsea beat Arsenal, March 4", "Arsenal", False),  # mid-sentence: no dateline
