@@ -1,0 +1,95 @@
+"""Linear probes on KG features alone for FewRel relation labels, on the KG-covered instances.
+
+Diagnostic for the knowledge expert (benchmarks/RESULTS.md): how much the leak-free union KG says
+about a relation without any text. Features: head and tail TransE vectors (zeros and a flag where
+the KG lacks one), optionally each entity's relation profile (log counts of its relations, by
+direction). A multinomial logistic regression (L-BFGS) fits the train split; the L2 weight is
+chosen on the covered dev instances; the covered test instances are scored (accuracy, per-label F1).
+Needs `python benchmarks/fewrel.py kg` first. Usage: python benchmarks/fewrel_probe.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fewrel import CACHE, split_examples
+
+from kg.embed.checkpoint import EntityVectors
+from kg.io import load_saved
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    kg = load_saved(CACHE / "kg", verify=False)
+    vec = EntityVectors.load(CACHE / "transe")
+    qrow = {q: i for i, q in enumerate(kg.qids) if q}
+    vrow = {q: i for i, q in enumerate(vec.qids) if q}
+    emb = next(p for n, p in vec.model.named_parameters() if "ent" in n).detach().numpy()
+    rels = kg.num_relations
+    trip = np.concatenate(list(kg.triples.values()))
+    profile = np.zeros((kg.num_entities, 2 * rels), dtype=np.float32)
+    np.add.at(profile, (trip[:, 0], trip[:, 1]), 1)
+    np.add.at(profile, (trip[:, 2], rels + trip[:, 1]), 1)
+    profile = np.log1p(profile)
+    data = split_examples()
+    labels = sorted({ex.labels[0] for ex in data["train"]})
+    index = {label: i for i, label in enumerate(labels)}
+
+    def features(ex, use_profile: bool) -> np.ndarray:  # type: ignore[no-untyped-def]
+        out = []
+        for span in ex.focus:
+            r, k = vrow.get(span.qid), qrow.get(span.qid)
+            parts = [emb[r] if r is not None else np.zeros(emb.shape[1], np.float32), [float(r is not None)]]
+            if use_profile:
+                parts.append(profile[k] if k is not None else np.zeros(2 * rels, np.float32))
+            out.append(np.concatenate(parts))
+        return np.concatenate(out)
+
+    for use_profile in (False, True):
+        x = {p: np.stack([features(ex, use_profile) for ex in data[p]]) for p in data}
+        y = {p: np.array([index[ex.labels[0]] for ex in data[p]]) for p in data}
+        cov = {p: np.array([any(s.qid in qrow for s in ex.focus) for ex in data[p]]) for p in data}
+        mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
+        xt = {p: torch.tensor((x[p] - mu) / sd, dtype=torch.float32) for p in x}
+        target = torch.tensor(y["train"])
+        best: tuple[float, float, torch.nn.Linear] | None = None
+        for l2 in (1e-3, 1e-2, 1e-1):
+            torch.manual_seed(0)
+            lin = torch.nn.Linear(xt["train"].shape[1], len(labels))
+            opt = torch.optim.LBFGS(lin.parameters(), max_iter=300)
+
+            def closure(
+                lin: torch.nn.Linear = lin,
+                opt: torch.optim.LBFGS = opt,
+                l2: float = l2,
+                inputs: torch.Tensor = xt["train"],
+                target: torch.Tensor = target,
+            ) -> torch.Tensor:
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(lin(inputs), target) + l2 * lin.weight.pow(2).sum()
+                loss.backward()
+                return loss
+
+            opt.step(closure)  # type: ignore[arg-type]
+            dev = float((lin(xt["dev"]).argmax(1).numpy() == y["dev"])[cov["dev"]].mean())
+            if best is None or dev > best[0]:
+                best = (dev, l2, lin)
+        assert best is not None
+        pred = best[2](xt["test"]).argmax(1).numpy()
+        m = cov["test"]
+        per = {}
+        for label, i in index.items():
+            g, p = (y["test"] == i) & m, (pred == i) & m
+            per[label] = round(float(2 * (g & p).sum() / max(1, g.sum() + p.sum())), 3)
+        name = "TransE + relation profile" if use_profile else "TransE"
+        print(f"{name}: L2 {best[1]}, covered test accuracy {float((pred == y['test'])[m].mean()):.4f}")
+        print("  per-label F1:", " ".join(f"{k} {v}" for k, v in per.items()))
+
+
+if __name__ == "__main__":
+    main()
