@@ -35,9 +35,8 @@ class Mention:
     label: str  # spaCy NER label; "PART": a piece of a cut NER span; "ALIAS": alias-matcher span; "GIVEN": user span
     beside_number: bool = False  # a score or count next to it ('Luton 2 Bolton 1', 'Surrey 320-5')
     in_compound: bool = False  # a hyphen joins it to another word ('Boston-based', 'pro-Moscow')
-    dateline: bool = (
-        False  # a news dateline's place: 'LONDON 1996-08-30', 'PARIS (Reuters) -', 'ROME, Aug 30'
-    )
+    # the place of a news dateline: 'LONDON 1996-08-30', 'PARIS (Reuters) -', 'ROME, Aug 30'
+    dateline: bool = False
 
 
 class MentionFinder:
