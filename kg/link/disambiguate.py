@@ -70,9 +70,13 @@ COLLECTIVE = [
     "doc_neighbours",
     "doc_transe",
     "doc_transe_best",
+    "doc_teams",
+    "cand_team",
+    "cand_place",
     "same_name",
     "first_log_prob",
 ]
+_C = {name: i for i, name in enumerate(COLLECTIVE)}
 NER_COARSE = {"PERSON": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC", "NORP": "LOC"}
 # Freebase relation prefixes that say what their head entity is
 RELATION_TYPES = (
@@ -250,11 +254,17 @@ def collective_features(
     each mention's normalised `names`) the mean probability that the other mentions of the same
     name give the candidate: one sense per document ('England' is the cricket team throughout); and
     the first pass's own log-probability, so that the second pass corrects the first rather than
-    starting over (it learns from first-pass choices made by models that did not see the document)."""
+    starting over (it learns from first-pass choices made by models that did not see the document).
+    Also the share of the other mentions' probability on sports teams (a sports page) and whether
+    the candidate is a team or a place, for the trees to combine."""
     n = len(candidates)
     out = [np.zeros((len(c), len(COLLECTIVE)), np.float32) for c in candidates]
     for block, p in zip(out, probs, strict=True):
         block[:, -1] = np.log(np.maximum(p, 1e-6))
+    for block, cands in zip(out, candidates, strict=True):
+        for r, c in enumerate(cands):
+            block[r, _C["cand_team"]] = float(ctx.teams[c.entity])
+            block[r, _C["cand_place"]] = float(ctx.types[c.entity] == "LOC")
     if n < 2:
         return out
     mass: dict[int, np.ndarray] = {}  # entity → probability mass per mention
@@ -264,6 +274,16 @@ def collective_features(
     for col, table in ((0, ctx.vectors), (3, ctx.transe)):
         if table is not None:
             _similarity_to_others(table, candidates, probs, out, col)
+    # a sports page: how much of the other mentions' probability sits on sports teams ('Surrey' on
+    # a cricket page is the club, which the KG may lack: the county is then wrong)
+    team_mass = np.array(
+        [
+            sum(pj for c, pj in zip(cands, p, strict=True) if ctx.teams[c.entity])
+            for cands, p in zip(candidates, probs, strict=True)
+        ]
+    )
+    for i in range(n):
+        out[i][:, _C["doc_teams"]] = (team_mass.sum() - team_mass[i]) / (n - 1)
     in_doc = set(mass)
     for i, cands in enumerate(candidates):
         block = out[i]
@@ -277,7 +297,7 @@ def collective_features(
     # person): the features grow to full weight with the number of other mentions
     weight = min(1.0, (n - 1) / FULL_EVIDENCE)
     for block in out:
-        block[:, :-1] *= weight
+        block[:, : _C["doc_teams"] + 1] *= weight  # the document features, not the candidate's own
     if names is not None:
         same: dict[str, list[int]] = {}
         for i, key in enumerate(names):

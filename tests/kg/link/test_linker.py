@@ -210,7 +210,7 @@ def test_collective_features_favour_what_the_other_mentions_are(linker: Linker) 
     import numpy as np
 
     from kg.link.aliases import Candidate
-    from kg.link.disambiguate import collective_features
+    from kg.link.disambiguate import COLLECTIVE, collective_features
 
     e = linker.kg.entity_id
     luton = [Candidate(e("Q203889"), 0.5, "alias"), Candidate(e("Q18520"), 0.5, "longer")]  # town, club
@@ -223,6 +223,9 @@ def test_collective_features_favour_what_the_other_mentions_are(linker: Linker) 
     with_clubs = collective_features(linker.context, [luton, *others], clubs)[0]
     with_towns = collective_features(linker.context, [luton, *others], towns)[0]
     assert with_clubs[1, 0] > with_clubs[0, 0] and with_clubs[1, 1] > with_clubs[0, 1]  # a page of clubs
+    teams, club, place = (COLLECTIVE.index(f) for f in ("doc_teams", "cand_team", "cand_place"))
+    assert with_clubs[0, teams] > with_towns[0, teams] == 0.0  # the others' mass on clubs
+    assert with_clubs[1, club] == 1.0 and with_clubs[0, club] == 0.0 and with_clubs[0, place] == 1.0
     assert with_towns[0, 0] > with_towns[1, 0] and with_towns[0, 1] > with_towns[1, 1]  # a page of towns
     # one other mention is thinner evidence than two: the same features at lower weight
     one_other = collective_features(linker.context, [luton, others[0]], clubs[:2])[0]
@@ -383,7 +386,9 @@ def test_one_sense_per_document_feature(linker: Linker) -> None:
     # the second pass also reads the first pass's own log-probability, even for a lone mention
     single = collective_features(linker.context, [england], [np.array([0.75, 0.25])], ["england"])[0]
     assert single[:, COLLECTIVE.index("first_log_prob")] == pytest.approx(np.log([0.75, 0.25]))
-    assert not single[:, : COLLECTIVE.index("same_name")].any()
+    assert not single[:, : COLLECTIVE.index("doc_teams") + 1].any()  # no other mentions: no document evidence
+    assert single[:, COLLECTIVE.index("cand_team")].tolist() == [0.0, 1.0]  # what each candidate is
+    assert single[:, COLLECTIVE.index("cand_place")].tolist() == [1.0, 0.0]
 
 
 def test_scorer_trees_learn_to_rank_and_to_say_nil_and_refuse_an_older_scorer_file(tmp_path: Path) -> None:
