@@ -37,6 +37,13 @@ class Mention:
     in_compound: bool = False  # a hyphen joins it to another word ('Boston-based', 'pro-Moscow')
     # the place of a news dateline: 'LONDON 1996-08-30', 'PARIS (Reuters) -', 'ROME, Aug 30'
     dateline: bool = False
+    bracketed: bool = (
+        False  # alone in brackets, as a nationality after a name ('Maarten den Bakker ( Netherlands )')
+    )
+    place_word: bool = False  # after a word that takes a place ('in Pittsburgh', 'northern Iraq')
+    contest: bool = (
+        False  # beside a word of a match ('Milan beat Parma', 'against Russia', 'Celtic v Rangers')
+    )
 
 
 class MentionFinder:
@@ -163,11 +170,57 @@ _DATELINE_AFTER = re.compile(  # a second place may come between: 'NADI , Fiji 1
 _DATELINE_BEFORE = re.compile(rf"(?:^|[\n.!?])[ \t]*(?:{_NAMES}[ \t]*,[ \t]*)?$")
 
 
+# the word before a name that makes it a place, and the words beside a name that make it a side
+# in a match (English, like the default spaCy pipeline): where a city or a country and its team
+# share a name, these tell which one the text means
+_PLACE_BEFORE = frozenset(
+    [
+        "in",
+        "into",
+        "from",
+        "near",
+        "across",
+        "outside",
+        "inside",
+        "throughout",
+        "northern",
+        "southern",
+        "eastern",
+        "western",
+        "central",
+    ]
+)
+_CONTEST_BESIDE = frozenset(
+    [
+        "beat",
+        "beats",
+        "beating",
+        "defeated",
+        "defeat",
+        "drew",
+        "draw",
+        "v",
+        "vs",
+        "vs.",
+        "versus",
+        "against",
+        "thrashed",
+        "edged",
+        "routed",
+    ]
+)
+_WORD_BEFORE = re.compile(r"([\w.]+)[ \t]*$")
+_WORD_AFTER = re.compile(r"[ \t]*([\w.]+)")
+_OPEN_BEFORE = re.compile(r"\([ \t]*$")
+_CLOSE_AFTER = re.compile(r"[ \t]*\)")
+
+
 def _in_context(m: Mention, text: str) -> Mention:
     """`m` with what its neighbourhood says: whether a number stands right before or after it, as
     in results tables, where place names stand for teams; whether a hyphen glues it to a word, so
     that it is part of a modifier ('Boston-based', 'Arab-Israeli') more than a name; whether it is
-    the place of a news dateline, which is always the place, never its team."""
+    the place of a news dateline, which is always the place, never its team; whether it stands
+    alone in brackets, after a word that takes a place, or beside a word of a match."""
     after, before = text[m.end : m.end + 12], text[max(0, m.start - 12) : m.start]
     beside = bool(
         (_NUMBER_AFTER.match(after) and not _DATE_AFTER.match(after)) or _NUMBER_BEFORE.search(before)
@@ -177,9 +230,20 @@ def _in_context(m: Mention, text: str) -> Mention:
         _DATELINE_AFTER.match(text, m.end, m.end + 48)
         and _DATELINE_BEFORE.search(text, max(0, m.start - 40), m.start)
     )
-    if beside == m.beside_number and glued == m.in_compound and dateline == m.dateline:
-        return m
-    return replace(m, beside_number=beside, in_compound=glued, dateline=dateline)
+    word_before = _WORD_BEFORE.search(before)
+    word_after = _WORD_AFTER.match(after)
+    prev = word_before.group(1).lower() if word_before else ""
+    nxt = word_after.group(1).lower() if word_after else ""
+    marked = replace(
+        m,
+        beside_number=beside,
+        in_compound=glued,
+        dateline=dateline,
+        bracketed=bool(_OPEN_BEFORE.search(before) and _CLOSE_AFTER.match(after)),
+        place_word=prev in _PLACE_BEFORE,
+        contest=prev in _CONTEST_BESIDE or nxt in _CONTEST_BESIDE,
+    )
+    return m if marked == m else marked
 
 
 _LINK_WORDS = frozenset({"of", "de", "del", "la", "le", "and", "&", "-", "du", "von", "van", "da"})

@@ -309,6 +309,27 @@ def test_a_name_glued_to_a_word_by_a_hyphen_is_marked_as_part_of_a_compound() ->
     assert [m.in_compound for m in given_mentions(text, spans)] == [True, True, False, False, False]
 
 
+def test_words_beside_a_name_that_tell_a_place_from_its_team_are_marked() -> None:
+    from kg.link.mentions import given_mentions
+
+    text = "In Pittsburgh , Berry ( Netherlands ) scored as Milan beat Parma against Russia in northern Iraq"
+    names = ["Pittsburgh", "Netherlands", "Milan", "Parma", "Russia", "Iraq", "Berry"]
+    found = {
+        m.text: (m.bracketed, m.place_word, m.contest)
+        for m in given_mentions(text, [(text.index(x), text.index(x) + len(x)) for x in names])
+    }
+    assert found == {
+        "Pittsburgh": (False, True, False),  # 'In' at the start, any case
+        "Netherlands": (True, False, False),  # a nationality in brackets after a name
+        "Milan": (False, False, True),
+        "Parma": (False, False, True),
+        "Russia": (False, False, True),
+        "Iraq": (False, True, False),
+        "Berry": (False, False, False),
+    }
+    assert not given_mentions("Paris (AP) said", [(0, 5)])[0].bracketed  # a bracket after, none before
+
+
 def test_a_capitalised_word_beside_a_kg_name_keeps_the_longer_name_whole() -> None:
     from kg.link.mentions import Mention, _holds_names
 
