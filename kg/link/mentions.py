@@ -32,7 +32,9 @@ class Mention:
     start: int
     end: int
     text: str
-    label: str  # spaCy NER label; "PART": a piece of a cut NER span; "ALIAS": alias-matcher span; "GIVEN": user span
+    # spaCy NER label; "PART": a piece of a cut NER span, or a KG name that NER saw as part of a
+    # longer span or as several; "ALIAS": an alias-matcher span NER did not see; "GIVEN": user span
+    label: str
     beside_number: bool = False  # a score or count next to it ('Luton 2 Bolton 1', 'Surrey 320-5')
     in_compound: bool = False  # a hyphen joins it to another word ('Boston-based', 'pro-Moscow')
     # the place of a news dateline: 'LONDON 1996-08-30', 'PARIS (Reuters) -', 'ROME, Aug 30'
@@ -89,13 +91,15 @@ class MentionFinder:
         # an NER span that names nothing in the KG but holds names that do ('SEOUL 1996-08-30
         # Results of South Korean', 'President Bill Clinton', 'DETROIT CHICAGO' in headlines) gives
         # way to those names; 'Paris St Germain' (fuzzy) or 'Latin American' (demonym) stays
-        chosen = [
+        names = [(s.start_char, s.end_char) for s in spans]
+        framed = [
             m
             for m in chosen
-            if not _holds_names(m, [(s.start_char, s.end_char) for s in spans])
-            or normalize(m.text) in table
-            or (self.names_something is not None and self.names_something(m))
+            if _holds_names(m, names)
+            and normalize(m.text) not in table
+            and not (self.names_something is not None and self.names_something(m))
         ]
+        chosen = [m for m in chosen if m not in framed]
         # a KG name that joins several NER spans wins over them: 'Cleveland Indians' over
         # 'Cleveland' + 'Indians', 'Red Star' over 'Red' + 'Star' (not 'President Bill Clinton'
         # over 'Bill Clinton': titles and the words after a name are not part of it)
@@ -111,7 +115,8 @@ class MentionFinder:
                 and all(_proper(t.text) for t in span if not any(m.start <= t.idx < m.end for m in inside))
             ):
                 chosen = [m for m in chosen if m not in inside]
-                chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "ALIAS"), table))
+                # NER saw names here, though cut otherwise: a piece of NER's, not a bare alias match
+                chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "PART"), table))
         taken = [(m.start, m.end) for m in chosen]
         for span in sorted(spans, key=lambda s: (-(s.end_char - s.start_char), s.start_char)):
             if not _looks_like_a_name(span.text):
@@ -119,7 +124,11 @@ class MentionFinder:
             if any(span.start_char < e and s < span.end_char for s, e in taken):
                 continue
             taken.append((span.start_char, span.end_char))
-            chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "ALIAS"), table))
+            # a name inside an NER span that gave way to it is NER's find too, without its label
+            # ('Kellogg School of Management in Northwestern University': ORG, one span)
+            inside_ner = any(m.start <= span.start_char and span.end_char <= m.end for m in framed)
+            label = "PART" if inside_ner else "ALIAS"
+            chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, label), table))
         text = doc.text  # spaCy joins it anew on every access
         return sorted((_in_context(m, text) for m in chosen), key=lambda m: m.start)
 

@@ -150,13 +150,26 @@ def test_bundled_entity_vectors_match_the_bundled_kg_and_model(linker: Linker) -
 
 def test_demonyms_and_country_names_find_their_country(linker: Linker) -> None:
     # the country is each name's best candidate; whether a short text clears the NIL threshold is
-    # the confidence model's call (here 'Israelis' may stay NIL: 'Israelis', the people, is close)
+    # the confidence model's call. 'Israelis' has two right answers: the country (AIDA's usual
+    # gold, 2 of its 3 'Israelis') and the people (the third, and the KG has it): the first pass
+    # prefers the country, the collective pass is near even between the two
     saved, linker.min_score = linker.min_score, 0.0
     try:
-        found = {(x.text, x.qid) for x in linker.link("Dutch and Swiss officials met Israelis in Holland.")}
+        found = {x.text: x.qid for x in linker.link("Dutch and Swiss officials met Israelis in Holland.")}
     finally:
         linker.min_score = saved
-    assert {("Dutch", "Q55"), ("Swiss", "Q39"), ("Israelis", "Q801"), ("Holland", "Q55")} <= found
+    assert {"Dutch": "Q55", "Swiss": "Q39", "Holland": "Q55"}.items() <= found.items()
+    assert found["Israelis"] in ("Q801", "Q875556"), found  # Israel, or Israelis (the people)
+    from kg.link.disambiguate import featurize
+
+    text = "Dutch and Swiss officials met Israelis in Holland."
+    mentions = linker.finder.find(linker.nlp(text))
+    cands = linker.candidates.generate(mentions)
+    first = linker.scorer.probabilities(
+        featurize(linker.context, mentions, cands, linker.doc_vectors([text])[0])
+    )
+    (i,) = [i for i, m in enumerate(mentions) if m.text == "Israelis"]
+    assert linker.kg.qids[cands[i][int(first[i].argmax())].entity] == "Q801"  # the first pass: the country
     linked = {(x.text, x.qid) for x in linker.link("Swiss and Dutch officials met in Holland.")}
     assert {("Dutch", "Q55"), ("Swiss", "Q39"), ("Holland", "Q55")} <= linked
 
@@ -183,7 +196,23 @@ def test_a_kg_name_joining_several_ner_spans_wins(linker: Linker) -> None:
 
     doc = linker.nlp.make_doc("The Cleveland Indians won again.")
     doc.ents = [Span(doc, 1, 2, "GPE"), Span(doc, 2, 3, "NORP")]  # as NER splits it on news text
-    assert [m.text for m in linker.finder.find(doc)] == ["Cleveland Indians"]
+    assert [(m.text, m.label) for m in linker.finder.find(doc)] == [("Cleveland Indians", "PART")]
+
+
+def test_kg_names_inside_an_ner_span_that_gives_way_keep_that_ner_saw_them(linker: Linker) -> None:
+    from spacy.tokens import Span
+
+    doc = linker.nlp.make_doc(
+        "He studied at the Kellogg School of Management in Northwestern University and at Yale University."
+    )
+    doc.ents = [Span(doc, 4, 11, "ORG")]  # as the small English pipeline tags it: one span
+    found = [(m.text, m.label) for m in linker.finder.find(doc)]
+    # both names are NER's finds, without its label; Yale, which NER missed, is a bare alias match
+    assert found == [
+        ("Kellogg School of Management", "PART"),
+        ("Northwestern University", "PART"),
+        ("Yale University", "ALIAS"),
+    ]
 
 
 def test_collective_scorer_round_trips_and_decides_like_before(linker: Linker, tmp_path: Path) -> None:
