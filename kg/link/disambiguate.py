@@ -235,18 +235,12 @@ def featurize(
                     doc_numbers * team,
                     doc_numbers * (kg_type == "LOC"),
                     float(m.in_compound),
-                    float(m.dateline),
-                    float(m.dateline and kg_type == "LOC"),
-                    float(m.dateline and team),
-                    float(m.bracketed),
-                    float(m.bracketed and kg_type == "LOC"),
-                    float(m.bracketed and team),
-                    float(m.place_word),
-                    float(m.place_word and kg_type == "LOC"),
-                    float(m.place_word and team),
-                    float(m.contest),
-                    float(m.contest and kg_type == "LOC"),
-                    float(m.contest and team),
+                    # each mark of the words beside the mention, alone and with the candidate's kind
+                    *(
+                        float(v)
+                        for mark in (m.dateline, m.bracketed, m.place_word, m.contest)
+                        for v in (mark, mark and kg_type == "LOC", mark and team)
+                    ),
                     0.0,
                     0.0,
                 ]
