@@ -2,7 +2,8 @@
 
   python benchmarks/el.py train     # fit the scorer on the TRAIN_SETS, write data/linker/scorer.json
                                     # and their 5-fold cross-validated scores (results/el_cv.json)
-  python benchmarks/el.py eval      # every set: P/R/F1, candidate recall@30, ECE, throughput
+  python benchmarks/el.py eval      # every set: P/R/F1 next to the prior p(e|m) baseline's,
+                                    # candidate recall@30, ECE, throughput
 
 Restricted scoring (as ../shared/data/README.md): gold labels whose QID is in the KG, predictions
 whose QID is in the KG, strict (doc, start, end, QID) match, inside each doc's evaluation span.
@@ -181,6 +182,25 @@ def predictions(linker: Linker, docs: list[dict], qids: set[str]) -> list[set[tu
     return out
 
 
+def prior_predictions(
+    linker: Linker, docs: list[dict], qids: set[str]
+) -> list[set[tuple[int, int, str, float]]]:
+    """The reference every entity-linking paper reports first, the prior p(e|m): the same mentions
+    and candidates as the linker, each mention linked to its candidate of highest prior (the alias
+    table's share for that name), with no NIL decision."""
+    out = []
+    for doc, sdoc in zip(docs, linker.nlp.pipe([d["text"] for d in docs], batch_size=32), strict=True):
+        mentions = linker.finder.find(sdoc)
+        lo, hi = doc.get("evaluation_span") or [0, len(doc["text"])]
+        linked = {
+            (m.start, m.end, linker.kg.qids[max(cs, key=lambda c: c.prior).entity], 1.0)
+            for m, cs in zip(mentions, linker.candidates.generate(mentions), strict=True)
+            if cs and lo <= m.start and m.end <= hi
+        }
+        out.append({x for x in linked if x[2] in qids})
+    return out
+
+
 def f1_at(
     docs: list[dict], qids: set[str], preds: list[set[tuple[int, int, str, float]]], threshold: float
 ) -> dict[str, float]:
@@ -280,6 +300,7 @@ def evaluate(args: argparse.Namespace) -> None:
             **f1_at(docs, qids, preds, linker.min_score),
             **candidate_recall(linker, docs, qids),
             "ece": calibration(docs, qids, preds),
+            "prior_baseline": f1_at(docs, qids, prior_predictions(linker, docs, qids), 0.0),
         }
         print(f"{name:18} F1 {results[name]['f1']:.3f}", file=sys.stderr)
     speed = throughput(linker, load("aida-conll-dev"))
@@ -287,10 +308,13 @@ def evaluate(args: argparse.Namespace) -> None:
     out.write_text(
         json.dumps({"sets": results, "throughput_aida_dev": speed, "kg": linker.kg.name}, indent=2) + "\n"
     )
-    print(f"{'set':18} {'role':16} {'P':>6} {'R':>6} {'F1':>6} {'cand R@30':>9} {'ECE':>6} {'gold':>6}")
+    print(
+        f"{'set':18} {'role':16} {'P':>6} {'R':>6} {'F1':>6} {'prior F1':>8} {'cand R@30':>9} {'ECE':>6} {'gold':>6}"
+    )
     for name, r in results.items():
         print(
-            f"{name:18} {r['role']:16} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} {r['recall@30']:9.3f} {r['ece']:6.3f} {r['gold']:6d}"
+            f"{name:18} {r['role']:16} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} "
+            f"{r['prior_baseline']['f1']:8.3f} {r['recall@30']:9.3f} {r['ece']:6.3f} {r['gold']:6d}"
         )
     print(
         f"throughput on aida-conll-dev: {speed['docs_per_s']:.1f} docs/s, {speed['chars_per_s']:,.0f} chars/s; "
