@@ -63,9 +63,9 @@ FEATURES = [
     "bracketed",
     "place_bracketed",
     "team_bracketed",
-    "place_cue",
-    "place_place_cue",
-    "team_place_cue",
+    "place_word",
+    "place_place_word",
+    "team_place_word",
     "contest",
     "place_contest",
     "team_contest",
@@ -378,12 +378,29 @@ class Scorer:
     below `threshold` (the outer scorer's) the mention is NIL. With a collective pass, the first
     pass's probabilities feed `collective_features` and the second pass decides. Untrained (no
     trees), a hand-set linear rule trusts the prior and the name.
+
+    `caseless`, when trained, is a whole scorer of its own for text without capitals (a query, a
+    chat line), trained on lower-cased copies of the training documents: there NER misses most
+    names and the alias matches carry the evidence, so what the features mean changes, and a
+    separate model leaves the scoring of ordinary text exactly as it was.
     """
 
     threshold: float = 0.5
     rank: lgb.Booster | None = None
     confidence: lgb.Booster | None = None
     collective: Scorer | None = None  # the second pass, over FEATURES + COLLECTIVE
+    caseless: Scorer | None = None  # for text without capitals
+
+    def for_mentions(self, mentions: list[Mention]) -> Scorer:
+        """The scorer for a document with these mentions: the caseless one when no mention has a
+        capital letter (the text had none, or NER and the alias matcher found nothing else)."""
+        if (
+            self.caseless is not None
+            and mentions
+            and not any(ch.isupper() for m in mentions for ch in m.text)
+        ):
+            return self.caseless
+        return self
 
     def decide(
         self,
@@ -514,6 +531,8 @@ class Scorer:
             out[key] = None if model is None else model.model_to_string()
         if self.collective is not None:
             out["collective"] = self.collective.state(names + COLLECTIVE)
+        if self.caseless is not None:
+            out["caseless"] = self.caseless.state(names)
         return out
 
     def save(self, path: str | Path) -> None:
@@ -536,12 +555,13 @@ class Scorer:
                 f"the scorer was trained on features {d.get('features')} by another kgpipe version, not on the {len(names)} features of this one",
                 "Retrain it with `python benchmarks/el.py train`",
             )
-        second = d.get("collective")
+        second, caseless = d.get("collective"), d.get("caseless")
         return cls(
             float(d["threshold"]),
             None if d.get("rank") is None else lgb.Booster(model_str=d["rank"]),
             None if d.get("confidence") is None else lgb.Booster(model_str=d["confidence"]),
             cls.from_state(second, path, names + COLLECTIVE) if second else None,
+            cls.from_state(caseless, path, names) if caseless else None,
         )
 
 

@@ -126,7 +126,12 @@ class Linker:
         self.aliases = AliasTable.from_kg(kg, other_names=other_names)
         self.context = Context.build(kg)
         self.candidates = CandidateGenerator(self.context, self.aliases)
-        self.finder = MentionFinder(self.nlp, self.aliases, names_something=self.candidates.names_something)
+        self.finder = MentionFinder(
+            self.nlp,
+            self.aliases,
+            names_something=self.candidates.names_something,
+            proper_name=self._proper_name,
+        )
         self.embed = embed
         if embed is not None:
             self.context.vectors = entity_vectors(kg, embed)
@@ -190,6 +195,12 @@ class Linker:
                     results.append(self.disambiguate(mentions, spans is not None, vector, cs))
         return results
 
+    def _proper_name(self, text: str) -> bool:
+        """Whether the best-known entity of an alias-matched name has a capitalised label: 'paris'
+        names Paris, 'film' the concept film."""
+        found = self.aliases.aliases.get(normalize(text))
+        return found is not None and len(found) > 0 and self.kg.labels[found[0][0]][:1].isupper()
+
     def forget(self) -> None:
         """Empty the caches that fill as documents are linked (dense hits, fuzzy matches, KG
         neighbour sets): for timing a cold linker, or to give the memory back."""
@@ -219,7 +230,9 @@ class Linker:
         NIL mentions are dropped unless `keep_nil`."""
         cands = self.candidates.generate(mentions) if candidates is None else candidates
         feats = featurize(self.context, mentions, cands, doc_vector)
-        decisions = self.scorer.decide(self.context, cands, feats, [normalize(m.text) for m in mentions])
+        decisions = self.scorer.for_mentions(mentions).decide(
+            self.context, cands, feats, [normalize(m.text) for m in mentions]
+        )
         # a surname is as sure as the full name it repeats ('Obama' after 'Barack Obama'), when
         # both chose the same entity: the full name carried the evidence
         for i, j in enumerate(person_antecedents(mentions)):

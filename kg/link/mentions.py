@@ -39,13 +39,11 @@ class Mention:
     in_compound: bool = False  # a hyphen joins it to another word ('Boston-based', 'pro-Moscow')
     # the place of a news dateline: 'LONDON 1996-08-30', 'PARIS (Reuters) -', 'ROME, Aug 30'
     dateline: bool = False
-    bracketed: bool = (
-        False  # alone in brackets, as a nationality after a name ('Maarten den Bakker ( Netherlands )')
-    )
+    # alone in brackets, as a nationality after a name ('Maarten den Bakker ( Netherlands )')
+    bracketed: bool = False
     place_word: bool = False  # after a word that takes a place ('in Pittsburgh', 'northern Iraq')
-    contest: bool = (
-        False  # beside a word of a match ('Milan beat Parma', 'against Russia', 'Celtic v Rangers')
-    )
+    # beside a word of a match ('Milan beat Parma', 'against Russia', 'Celtic v Rangers')
+    contest: bool = False
 
 
 class MentionFinder:
@@ -57,12 +55,17 @@ class MentionFinder:
         aliases: AliasTable | None = None,
         max_alias_tokens: int = 6,
         names_something: Callable[[Mention], bool] | None = None,
+        proper_name: Callable[[str], bool] | None = None,
     ) -> None:
         """`names_something(mention)`: whether a span finds entities by itself (exact, fuzzy or
-        demonym); an NER span that does not gives way to the KG names inside it. Default: exact."""
+        demonym); an NER span that does not gives way to the KG names inside it. Default: exact.
+        `proper_name(text)`: whether an alias match names a proper name's entity ('paris': Paris),
+        not a concept's ('film'); in a text without capitals (a query, a chat line), where case
+        cannot tell names from words, such matches are mentions too. Default: none are."""
         from spacy.matcher import PhraseMatcher
 
         self.names_something = names_something
+        self.proper_name = proper_name
         self.matcher: PhraseMatcher | None = None
         self.aliases = aliases
         self.stop_words: frozenset[str] = frozenset(nlp.Defaults.stop_words)  # 'He', 'It' are no names
@@ -75,6 +78,14 @@ class MentionFinder:
 
     def find(self, doc: Doc) -> list[Mention]:
         table = self.aliases.aliases if self.aliases is not None else {}
+        text = doc.text  # spaCy joins it anew on every access
+        caseless = self.proper_name is not None and not any(ch.isupper() for ch in text)
+
+        def name_like(span: str) -> bool:
+            return _looks_like_a_name(span) or (
+                caseless and self.proper_name is not None and self.proper_name(span)
+            )
+
         chosen = []
         for e in doc.ents:
             if e.label_ in ENTITY_LABELS:
@@ -111,7 +122,7 @@ class MentionFinder:
             if (
                 len(inside) > 1
                 and not crossing
-                and _looks_like_a_name(span.text)
+                and name_like(span.text)
                 and all(_proper(t.text) for t in span if not any(m.start <= t.idx < m.end for m in inside))
             ):
                 chosen = [m for m in chosen if m not in inside]
@@ -119,7 +130,7 @@ class MentionFinder:
                 chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "PART"), table))
         taken = [(m.start, m.end) for m in chosen]
         for span in sorted(spans, key=lambda s: (-(s.end_char - s.start_char), s.start_char)):
-            if not _looks_like_a_name(span.text):
+            if not name_like(span.text):
                 continue
             if any(span.start_char < e and s < span.end_char for s, e in taken):
                 continue
@@ -129,7 +140,6 @@ class MentionFinder:
             inside_ner = any(m.start <= span.start_char and span.end_char <= m.end for m in framed)
             label = "PART" if inside_ner else "ALIAS"
             chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, label), table))
-        text = doc.text  # spaCy joins it anew on every access
         return sorted((_in_context(m, text) for m in chosen), key=lambda m: m.start)
 
 
@@ -211,6 +221,7 @@ _CONTEST_BESIDE = frozenset(
         "v",
         "vs",
         "vs.",
+        "v.",
         "versus",
         "against",
         "thrashed",
@@ -218,9 +229,12 @@ _CONTEST_BESIDE = frozenset(
         "routed",
     ]
 )
-_WORD_BEFORE = re.compile(r"([\w.]+)[ \t]*$")
+# searched in the 24 characters before a mention: the whole word, not the tail of a longer one
+# cut by the window ('...in' of 'within'), and on the mention's own line (\Z, not $, which would
+# also match before a line break)
+_WORD_BEFORE = re.compile(r"(?<![\w.])([\w.]+)[ \t]*\Z")
 _WORD_AFTER = re.compile(r"[ \t]*([\w.]+)")
-_OPEN_BEFORE = re.compile(r"\([ \t]*$")
+_OPEN_BEFORE = re.compile(r"\([ \t]*\Z")
 _CLOSE_AFTER = re.compile(r"[ \t]*\)")
 
 
@@ -239,7 +253,7 @@ def _in_context(m: Mention, text: str) -> Mention:
         _DATELINE_AFTER.match(text, m.end, m.end + 48)
         and _DATELINE_BEFORE.search(text, max(0, m.start - 40), m.start)
     )
-    word_before = _WORD_BEFORE.search(before)
+    word_before = _WORD_BEFORE.search(text, max(0, m.start - 24), m.start)
     word_after = _WORD_AFTER.match(after)
     prev = word_before.group(1).lower() if word_before else ""
     nxt = word_after.group(1).lower() if word_after else ""
@@ -248,7 +262,9 @@ def _in_context(m: Mention, text: str) -> Mention:
         beside_number=beside,
         in_compound=glued,
         dateline=dateline,
-        bracketed=bool(_OPEN_BEFORE.search(before) and _CLOSE_AFTER.match(after)),
+        bracketed=bool(
+            _OPEN_BEFORE.search(text, max(0, m.start - 12), m.start) and _CLOSE_AFTER.match(after)
+        ),
         place_word=prev in _PLACE_BEFORE,
         contest=prev in _CONTEST_BESIDE or nxt in _CONTEST_BESIDE,
     )

@@ -199,6 +199,22 @@ def test_a_kg_name_joining_several_ner_spans_wins(linker: Linker) -> None:
     assert [(m.text, m.label) for m in linker.finder.find(doc)] == [("Cleveland Indians", "PART")]
 
 
+def test_text_without_capitals_finds_proper_names_by_alias_but_not_concepts(linker: Linker) -> None:
+    text = "barack obama spoke about the film in paris"
+    found = {m.text for m in linker.finder.find(linker.nlp(text))}
+    assert {"barack obama", "paris"} <= found, found
+    assert "film" not in found  # the KG's 'film' is a concept: its label has no capital
+    cased = {m.text for m in linker.finder.find(linker.nlp("Obama spoke about the film in the capital"))}
+    assert not cased & {"film", "capital"}  # with case, lower-case words are no names
+    linked = {x.text: x.qid for x in linker.link(text)}
+    assert linked.get("barack obama") == "Q76" and linked.get("paris") == "Q90", linked
+    # such text goes to the scorer trained on lower-cased copies; ordinary text does not
+    mentions = linker.finder.find(linker.nlp(text))
+    assert linker.scorer.for_mentions(mentions) is linker.scorer.caseless
+    cased = linker.finder.find(linker.nlp("Barack Obama spoke in Paris"))
+    assert linker.scorer.for_mentions(cased) is linker.scorer
+
+
 def test_kg_names_inside_an_ner_span_that_gives_way_keep_that_ner_saw_them(linker: Linker) -> None:
     from spacy.tokens import Span
 
@@ -219,8 +235,10 @@ def test_collective_scorer_round_trips_and_decides_like_before(linker: Linker, t
     from kg.link.disambiguate import COLLECTIVE, FEATURES, Scorer, featurize
 
     assert linker.scorer.collective is not None  # the bundled scorer has its second pass
+    assert linker.scorer.caseless is not None and linker.scorer.caseless.collective is not None
     linker.scorer.save(tmp_path / "scorer.json")
     back = Scorer.load(tmp_path / "scorer.json")
+    assert back.caseless is not None and back.caseless.collective is not None
     assert back.collective is not None and back.collective.rank is not None
     assert back.collective.rank.num_feature() == len(FEATURES) + len(COLLECTIVE)
     assert back.collective.confidence is not None
@@ -357,6 +375,17 @@ def test_words_beside_a_name_that_tell_a_place_from_its_team_are_marked() -> Non
         "Berry": (False, False, False),
     }
     assert not given_mentions("Paris (AP) said", [(0, 5)])[0].bracketed  # a bracket after, none before
+
+    def marks(text: str, name: str) -> tuple[bool, bool, bool]:
+        m = given_mentions(text, [(text.rindex(name), text.rindex(name) + len(name))])[0]
+        return m.bracketed, m.place_word, m.contest
+
+    assert marks("Celtic v. Rangers", "Rangers") == (False, False, True)
+    assert marks("Berlin Paris", "Paris") == (False, False, False)
+    assert marks("results in\nParis 2", "Paris") == (False, False, False)  # 'in' ends the line before
+    assert marks("within" + " " * 22 + "Paris", "Paris") == (False, False, False)  # no 'in' cut from 'within'
+    assert marks("in" + " " * 8 + "Paris", "Paris") == (False, True, False)  # padded tables
+    assert marks("the drawings of Rome", "Rome") == (False, False, False)
 
 
 def test_a_capitalised_word_beside_a_kg_name_keeps_the_longer_name_whole() -> None:
