@@ -142,7 +142,7 @@ def train(args: argparse.Namespace) -> None:
         held = [j for j, i in enumerate(parent) if fold[i] == k]
         for j, pred in zip(held, predictions(linker, [split[j] for j in held], qids), strict=True):
             held_short[j] = pred
-        held = [i for i, f in enumerate(fold) if f == k and i < len(lower) and sets[i][0] == "aida-conll-dev"]
+        held = [i for i, f in enumerate(fold) if f == k and lower and sets[i][0] == "aida-conll-dev"]
         for i, pred in zip(held, predictions(linker, [lower[i] for i in held], qids), strict=True):
             held_lower[i] = pred
     curve = [(float(round(t, 2)), f1_at(docs, qids, held_out, t)["f1"]) for t in np.arange(0.2, 0.85, 0.05)]

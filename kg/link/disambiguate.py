@@ -23,7 +23,7 @@ from rapidfuzz import fuzz
 from kg.errors import KGFormatError
 from kg.graph import KnowledgeGraph
 from kg.link.aliases import Candidate, normalize
-from kg.link.mentions import Mention
+from kg.link.mentions import Mention, without_capitals
 
 FEATURES = [
     "bias",
@@ -394,11 +394,7 @@ class Scorer:
     def for_mentions(self, mentions: list[Mention]) -> Scorer:
         """The scorer for a document with these mentions: the caseless one when no mention has a
         capital letter (the text had none, or NER and the alias matcher found nothing else)."""
-        if (
-            self.caseless is not None
-            and mentions
-            and not any(ch.isupper() for m in mentions for ch in m.text)
-        ):
+        if self.caseless is not None and mentions and all(without_capitals(m.text) for m in mentions):
             return self.caseless
         return self
 

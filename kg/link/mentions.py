@@ -79,12 +79,10 @@ class MentionFinder:
     def find(self, doc: Doc) -> list[Mention]:
         table = self.aliases.aliases if self.aliases is not None else {}
         text = doc.text  # spaCy joins it anew on every access
-        caseless = self.proper_name is not None and not any(ch.isupper() for ch in text)
+        proper = self.proper_name if without_capitals(text) else None
 
         def name_like(span: str) -> bool:
-            return _looks_like_a_name(span) or (
-                caseless and self.proper_name is not None and self.proper_name(span)
-            )
+            return _looks_like_a_name(span) or (proper is not None and proper(span))
 
         chosen = []
         for e in doc.ents:
@@ -257,7 +255,7 @@ def _in_context(m: Mention, text: str) -> Mention:
     word_after = _WORD_AFTER.match(after)
     prev = word_before.group(1).lower() if word_before else ""
     nxt = word_after.group(1).lower() if word_after else ""
-    marked = replace(
+    return replace(
         m,
         beside_number=beside,
         in_compound=glued,
@@ -268,7 +266,6 @@ def _in_context(m: Mention, text: str) -> Mention:
         place_word=prev in _PLACE_BEFORE,
         contest=prev in _CONTEST_BESIDE or nxt in _CONTEST_BESIDE,
     )
-    return m if marked == m else marked
 
 
 _LINK_WORDS = frozenset({"of", "de", "del", "la", "le", "and", "&", "-", "du", "von", "van", "da"})
@@ -347,6 +344,11 @@ def _proper(word: str) -> bool:
     """A word that may sit inside a name between NER spans: capitalised ('St', 'Trade') or a
     linking word ('of'); 'said' in 'Cleveland said Indians' is not."""
     return word[:1].isupper() or word[:1].isdigit() or word.lower() in _LINK_WORDS
+
+
+def without_capitals(text: str) -> bool:
+    """A text that carries no case (a query, a chat line): no capital letter anywhere."""
+    return not any(ch.isupper() for ch in text)
 
 
 def _looks_like_a_name(text: str) -> bool:
