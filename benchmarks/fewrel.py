@@ -14,7 +14,10 @@ Steps (each reuses what the previous one wrote):
          micro-F1, same ablation; into benchmarks/results/fewrel_typing.json. With --untyped-kg,
          `kg` builds (into benchmarks/.cache/fewrel-untyped/) and `typing` reads a KG without the
          triples that state a FewRel entity's CoDEx type, the typing label.
-Usage: python benchmarks/fewrel.py split|kg|run|typing [--seeds 0 1 2] [--modes none ernie kbert]
+  pretrain  ERNIE's alignment pre-training (dEA) of the fusion on the 10k Wikipedia lead paragraphs
+         (../shared/data/corpus), linked by kgpipe's default linker (cached), with the KG step's
+         TransE; into benchmarks/.cache/fewrel/dea/. `run --pretrained` starts ERNIE from it.
+Usage: python benchmarks/fewrel.py split|kg|pretrain|run|typing [--seeds 0 1 2] [--modes none ernie kbert]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +147,52 @@ def _knowledge(mode: str, descriptions: bool = False, cache: Path = CACHE) -> An
     return KnowledgeSource.empty()
 
 
+def pretrain_fusion(cache: Path = CACHE, epochs: int = 1, seed: int = 0, device: str = "auto") -> None:
+    """dEA on the Wikipedia lead paragraphs, linked once by the default linker (bundled KG; its
+    QIDs find their rows in the union's TransE), saved into `cache`/dea."""
+    import torch
+
+    from encoders.data import read_texts
+    from encoders.model import EncoderConfig, KnowledgeEncoder
+    from encoders.pretrain import PretrainConfig, pretrain, save_fusion
+
+    torch.set_num_threads(2)
+    linked = cache / "wiki-linked.jsonl"
+    if not linked.exists():
+        link_corpus(SHARED / "corpus/wiki_vital_summaries.jsonl", linked)
+    texts = read_texts(linked)
+    cfg = EncoderConfig("sequence", "ernie", ["-"], transe=str(cache / "transe"))
+    model = KnowledgeEncoder.create(cfg, _knowledge("ernie", False, cache), seed=seed)
+    settings = PretrainConfig(epochs=epochs, seed=seed, device=device)
+    result = pretrain(model, texts, settings)
+    save_fusion(model, cache / "dea", settings, result)
+    out = {"corpus": "wiki_vital_summaries.jsonl", "linked_texts": len(texts), **asdict(result)}
+    write_json(RESULTS / "fewrel_dea_pretrain.json", out)
+    print(json.dumps(out))
+
+
+def link_corpus(source: Path, target: Path) -> None:
+    """Each paragraph of `source` with the entities kgpipe's default linker finds, as JSONL."""
+    from encoders.text import text_embedder
+    from kg.link.linker import Linker
+    from kg.storage import atomic_write
+
+    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    linker = Linker.load(None, embed=text_embedder())
+    start, out = time.time(), []
+    for at in range(0, len(rows), 500):
+        chunk = rows[at : at + 500]
+        for row, found in zip(chunk, linker.link_many([r["text"] for r in chunk]), strict=True):
+            spans = [{"span": [e.start, e.end], "id": e.qid} for e in found if e.qid]
+            out.append(json.dumps({"id": row.get("id", ""), "text": row["text"], "entities": spans}))
+        print(
+            f"linked {at + len(chunk):,}/{len(rows):,} paragraphs in {time.time() - start:.0f} s", flush=True
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target) as f:
+        f.write("\n".join(out) + "\n")
+
+
 def covered_mask(examples: list[Example], cache: Path = CACHE) -> list[bool]:
     from kg.io import load_saved
 
@@ -164,6 +214,7 @@ def run(
     device: str = "auto",
     knowledge_expert: float = 0.0,
     bf16: bool = False,
+    pretrained: Path | None = None,
 ) -> None:
     import torch
 
@@ -188,7 +239,10 @@ def run(
                 descriptions=descriptions,
                 knowledge_expert=knowledge_expert,
             )
-            model = KnowledgeEncoder.create(cfg, _knowledge(mode, descriptions, cache), seed=seed)
+            fusion = pretrained if mode == "ernie" else None
+            model = KnowledgeEncoder.create(
+                cfg, _knowledge(mode, descriptions, cache), seed=seed, fusion=fusion
+            )
             history = finetune(
                 model,
                 data["train"],
@@ -205,6 +259,7 @@ def run(
                     "seconds": round(time.time() - start, 1),
                     "knowledge_expert": knowledge_expert,
                     "knowledge_dropout": knowledge_dropout,
+                    "pretrained_fusion": str(fusion.relative_to(ROOT)) if fusion else "",
                 }
             ]
             entry["runs"].sort(key=lambda r: r["seed"])
@@ -234,6 +289,7 @@ def run(
                 "knowledge_expert": knowledge_expert,
                 "descriptions": descriptions,
                 "precision": "bf16 autocast (training steps)" if bf16 else "fp32",
+                "pretrained_fusion": "dEA (fewrel.py pretrain)" if pretrained else "",
             }
             write_json(path, results)
             print(
@@ -335,7 +391,7 @@ def typing_examples(min_examples: int = 100) -> dict[str, list[Example]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["split", "kg", "run", "typing", "table"])
+    ap.add_argument("step", choices=["split", "kg", "pretrain", "run", "typing", "table"])
     ap.add_argument("--modes", nargs="+", default=["none", "ernie", "kbert"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=3)
@@ -368,6 +424,12 @@ def main() -> None:
         default=0.0,
         help="ERNIE: weight of the loss of a classifier over the KG features alone (0: none)",
     )
+    ap.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="run, typing: ERNIE starts from the fusion of the pretrain step",
+    )
+    ap.add_argument("--pretrain-epochs", type=int, default=1, help="pretrain: passes over the paragraphs")
     ap.add_argument("--bf16", action="store_true", help="run, typing: training steps under bf16 autocast")
     ap.add_argument("--device", default="auto", help="run, typing: auto (a GPU when present), cpu or cuda")
     ap.add_argument(
@@ -381,6 +443,8 @@ def main() -> None:
         make_split()
     elif args.step == "kg":
         build_kg(cache, drop_types=args.untyped_kg)
+    elif args.step == "pretrain":
+        pretrain_fusion(cache, args.pretrain_epochs, device=args.device)
     elif args.step == "run":
         run(
             "relation",
@@ -393,6 +457,7 @@ def main() -> None:
             device=args.device,
             knowledge_expert=args.knowledge_expert,
             bf16=args.bf16,
+            pretrained=cache / "dea" if args.pretrained else None,
         )
     elif args.step == "typing":
         run(
@@ -408,6 +473,7 @@ def main() -> None:
             args.device,
             args.knowledge_expert,
             args.bf16,
+            cache / "dea" if args.pretrained else None,
         )
     else:
         main_sets = [

@@ -97,3 +97,24 @@ def read_examples(path: str | Path, task: str) -> list[Example]:
     if not examples:
         raise KGFormatError(path, None, "no examples", "Write one JSON object per line")
     return examples
+
+
+def read_texts(path: str | Path) -> list[Example]:
+    """Unlabelled texts for alignment pre-training: JSONL with "text" and, optionally, "entities"
+    (spans with QIDs, as in the task files); lines without "entities" are to be linked."""
+    path = Path(path)
+    if not path.exists():
+        raise KGFormatError(path, None, "no such file", 'Give a JSONL file with one {"text": ...} per line')
+    out = []
+    for line, obj in read_json_lines(path):
+        text = obj.get("text") if isinstance(obj, dict) else None
+        if not isinstance(text, str) or not text:
+            raise KGFormatError(path, line, f'"text" is {text!r}', 'Give each line a non-empty "text" string')
+        spans = obj.get("entities") or []
+        if not isinstance(spans, list):
+            raise KGFormatError(path, line, f'"entities" is {spans!r}', '"entities" is a list of spans')
+        entities = [_span(e, path, line, "entities[]", text) for e in spans]
+        out.append(Example(text, [], (), entities, str(obj.get("id", line))))
+    if not out:
+        raise KGFormatError(path, None, "no texts", "Write one JSON object per line")
+    return out

@@ -82,6 +82,7 @@ class ErnieFusion(nn.Module):
     ) -> None:
         super().__init__()
         hidden = int(base.config.hidden_size)  # type: ignore[union-attr,arg-type]
+        self.hidden = hidden
         self.vectors = nn.Embedding.from_pretrained(vectors.float(), freeze=freeze)
         self.project = nn.Sequential(nn.Linear(vectors.shape[1], hidden), nn.LayerNorm(hidden))
         self.layers = list(layers)

@@ -47,6 +47,7 @@ class EncoderConfig:
     # ERNIE: weight of the knowledge expert's own loss; 0 = no expert (see KnowledgeEncoder.loss)
     knowledge_expert: float = 0.0
     descriptions: bool = False  # ERNIE: entity vectors also hold embedded KG descriptions
+    pretrained: str = ""  # ERNIE: the alignment pre-trained fusion it started from (provenance only)
     text_model: str = ""  # where the text model came from (provenance only)
     kg: str = ""
     transe: str = ""
@@ -163,10 +164,12 @@ class KnowledgeEncoder(nn.Module):
         knowledge: KnowledgeSource,
         text_model: str | Path | None = None,
         seed: int | None = None,
+        fusion: str | Path | None = None,
     ) -> KnowledgeEncoder:
         """A fresh model on a pretrained Hugging Face checkpoint (the bundled MiniLM by default).
         `seed` fixes the new weights (head, fusion); without it they come from torch's global
-        random state, which depends on whatever ran before in the process."""
+        random state, which depends on whatever ran before in the process. `fusion`: a folder
+        written by `kgpipe encoder pretrain` (ERNIE only), whose fusion weights it starts from."""
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -183,7 +186,17 @@ class KnowledgeEncoder(nn.Module):
         base = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
         if seed is not None:
             torch.manual_seed(seed)
-        return cls(cfg, base, tokenizer, knowledge)
+        model = cls(cfg, base, tokenizer, knowledge)
+        if fusion is not None:
+            if model.fusion is None:
+                raise ValueError(
+                    f"{fusion}: a pre-trained fusion is for knowledge='ernie', not {cfg.knowledge!r}"
+                )
+            from encoders.pretrain import load_fusion
+
+            load_fusion(model.fusion, fusion)
+            cfg.pretrained = str(fusion)
+        return model
 
     def save(self, folder: str | Path) -> Path:
         """Write the folder whole (atomically): weights, config, knowledge index, HF config + tokenizer."""

@@ -291,6 +291,13 @@ def encoder_finetune(
     device: Annotated[
         str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
     ] = "auto",
+    pretrained: Annotated[
+        Path | None,
+        typer.Option(
+            "--pretrained",
+            help="ernie: start the fusion from a folder written by `kgpipe encoder pretrain` (same --transe)",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune a head on a text model, with or without knowledge; writes DIR/model.safetensors + config.json."""
     from encoders.data import TASKS, read_examples
@@ -305,6 +312,8 @@ def encoder_finetune(
         raise typer.BadParameter(f"--knowledge must be one of {', '.join(KNOWLEDGE)}, not {knowledge!r}")
     if descriptions and knowledge != "ernie":
         raise typer.BadParameter(f"--descriptions widens ERNIE's entity stream; --knowledge is {knowledge!r}")
+    if pretrained is not None and knowledge != "ernie":
+        raise typer.BadParameter(f"--pretrained starts ERNIE's fusion; --knowledge is {knowledge!r}")
     resolve_device(device)  # a typo or a missing GPU fails before the model loads
     train_ex, dev_ex = read_examples(train, task), read_examples(dev, task)
     if link:
@@ -313,7 +322,7 @@ def encoder_finetune(
     cfg = EncoderConfig(task, knowledge, labels, max_length=max_length, descriptions=descriptions)
     cfg.kg, cfg.transe = str(kg_path or ""), str(transe or "")
     source = knowledge_for(knowledge, kg_path, transe, descriptions=descriptions)
-    net = KnowledgeEncoder.create(cfg, source, model, seed=seed)
+    net = KnowledgeEncoder.create(cfg, source, model, seed=seed, fusion=pretrained)
     history = finetune(
         net,
         train_ex,
@@ -326,6 +335,61 @@ def encoder_finetune(
     console.print(
         f"{task}/{knowledge}: dev macro-F1 {result['best_dev']['macro_f1']:.4f}, micro-F1 {result['best_dev']['micro_f1']:.4f} "
         f"(best epoch {history.best_epoch}, {history.seconds:.0f} s) -> {out}"
+    )
+
+
+@encoder_app.command("pretrain")
+def encoder_pretrain(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help='texts, JSONL: {"text": ...} and optionally "entities" (spans with QIDs)'
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the pre-trained fusion to")],
+    kg_path: Annotated[
+        Path | None, typer.Option("--kg", help="KG the linker links to (default: bundled FB15k-237)")
+    ] = None,
+    transe: Annotated[
+        Path | None, typer.Option("--transe", help="TransE checkpoint (default: the bundled one)")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="local Hugging Face checkpoint (default: bundled MiniLM)")
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="passes over the texts")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="texts per step")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="learning rate of the fusion")] = 1e-3,
+    seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
+    link: Annotated[
+        bool, typer.Option("--link/--no-link", help="link texts given without entities to the KG first")
+    ] = True,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
+    ] = "auto",
+) -> None:
+    """ERNIE's alignment pre-training (denoising entity auto-encoder) of the fusion on linked text;
+    `encoder finetune --knowledge ernie --pretrained DIR` starts from it."""
+    from encoders.data import read_texts
+    from encoders.knowledge import knowledge_for
+    from encoders.model import EncoderConfig, KnowledgeEncoder
+    from encoders.pretrain import PretrainConfig, pretrain, save_fusion
+    from kg.embed.train import resolve_device
+
+    resolve_device(device)
+    texts = read_texts(data)
+    bare = [ex for ex in texts if not ex.entities]
+    if link and bare:
+        _link_examples(bare, kg_path)
+    cfg = EncoderConfig("sequence", "ernie", ["-"])
+    cfg.kg, cfg.transe = str(kg_path or ""), str(transe or "")
+    net = KnowledgeEncoder.create(cfg, knowledge_for("ernie", kg_path, transe), model, seed=seed)
+    settings = PretrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    result = pretrain(net, texts, settings)
+    save_fusion(net, out, settings, result)
+    console.print(
+        f"dEA: {result.texts:,} texts, {result.alignments:,} alignments a pass; entity accuracy "
+        f"{result.accuracy[0]:.3f} -> {result.accuracy[-1]:.3f} (hidden ones {result.hidden_accuracy[-1]:.3f}), "
+        f"{result.seconds:.0f} s -> {out}"
     )
 
 

@@ -123,3 +123,31 @@ def test_encoder_descriptions_only_widen_ernie(tmp_path: Path) -> None:
     done = finetune(ENCODER_FIXTURES / "relation_train.jsonl", "kbert", tmp_path / "m", "--descriptions")
     assert done.returncode != 0 and "--descriptions widens ERNIE" in done.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_encoder_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
+    """dEA on texts (two given with entities, one linked by the CLI), then fine-tuning starts from it."""
+    texts = tmp_path / "texts.jsonl"
+    lines = [json.loads(x) for x in (ENCODER_FIXTURES / "relation_train.jsonl").read_text().splitlines()[:12]]
+    rows = [{"text": x["text"], "entities": [x["head"], x["tail"]]} for x in lines]
+    rows.append({"text": "Barack Obama was born in Honolulu, Hawaii."})
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dea = tmp_path / "dea"
+    done = run(
+        "encoder", "pretrain", "--data", str(texts), "--out", str(dea), "--epochs", "2", "--batch-size", "4"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "linked" in done.stderr and "entity accuracy" in done.stderr  # the summary goes to stderr
+    meta = json.loads((dea / "pretrain.json").read_text())
+    assert meta["result"]["texts"] == 13 and len(meta["result"]["loss"]) == 2
+    assert (dea / "fusion.safetensors").exists()
+    out = tmp_path / "enc"
+    done = finetune(
+        ENCODER_FIXTURES / "relation_train.jsonl", "ernie", out, "--epochs", "1", "--pretrained", str(dea)
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "config.json").read_text())["pretrained"] == str(dea)
+    done = finetune(
+        ENCODER_FIXTURES / "relation_train.jsonl", "kbert", tmp_path / "k", "--pretrained", str(dea)
+    )
+    assert done.returncode == 2 and "--pretrained starts ERNIE's fusion" in done.stderr

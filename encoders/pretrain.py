@@ -1,0 +1,248 @@
+"""ERNIE's alignment pre-training: a denoising entity auto-encoder (dEA) over text linked to the KG.
+
+Zhang et al. 2019, §3.4: a share of the token-entity alignments is corrupted (15 % hide the
+entity, 5 % replace it with another) and the model predicts every mention's true entity from the
+fused token at the mention's first word piece, among the entities of the batch. So the fusion
+learns, before any label is seen, to write an entity's knowledge where its mention is and to tell
+when the text and the entity disagree.
+
+Here only the fusion learns (its projection and aggregators) and the text model stays frozen:
+ERNIE kept its text model a language model with masked-language-model training beside dEA, which
+a checkpoint without an MLM head (the bundled MiniLM) cannot do, and fine-tuning trains the text
+model anyway. Saved as `fusion.safetensors` + `pretrain.json`; `KnowledgeEncoder.create(...,
+fusion=DIR)` starts fine-tuning from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from encoders.data import Example
+from encoders.ernie import EntityStream, ErnieFusion
+from encoders.finetune import _batches, seed_everything
+from kg.embed.train import device_name, resolve_device
+from kg.errors import KGFormatError
+from kg.storage import atomic_dir
+
+FORMAT = "kgpipe-fusion/1"
+FILE_WEIGHTS = "fusion.safetensors"
+FILE_CONFIG = "pretrain.json"
+# what dEA trains and a fine-tuned model starts from; the frozen vectors and the head's own
+# focus features are not part of it
+PRETRAINED = ("project.", "aggregators.")
+
+
+@dataclass
+class PretrainConfig:
+    """dEA settings; the corruption shares are ERNIE's."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    hide: float = 0.15  # share of alignments whose entity is hidden from the fusion
+    replace: float = 0.05  # share whose entity is swapped for a random one
+    seed: int = 0
+    progress: bool = True
+    device: str | None = None  # auto, cpu, cuda, cuda:N; None: where the model is
+
+
+@dataclass
+class PretrainResult:
+    """Per-epoch loss and accuracy of the entity predictions (all alignments, and the hidden ones)."""
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    hidden_accuracy: list[float] = field(default_factory=list)
+    alignments: int = 0
+    texts: int = 0
+    seconds: float = 0.0
+    device: str = ""
+
+
+def vectors_fingerprint(vectors: torch.Tensor) -> str:
+    """sha256 of the entity vector table: a fusion only fits the table it was trained on."""
+    return hashlib.sha256(vectors.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+class AlignmentHead(nn.Module):
+    """Scores a token against candidate entities: transform(token) · entity, both in hidden space."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.transform = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
+
+    def forward(self, tokens: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """tokens: float[n, hidden]; candidates: float[c, hidden] → float[n, c] scores."""
+        return self.transform(tokens) @ candidates.T
+
+
+def _corrupt(
+    rows: torch.Tensor, cfg: PretrainConfig, pool: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
+    """The stream's rows with `hide` of the alignments set to -1 and `replace` swapped for an
+    entity drawn from `pool` (the corpus's entities)."""
+    draw = torch.rand(rows.shape, generator=gen)
+    live = rows >= 0
+    out = rows.clone()
+    out[live & (draw < cfg.hide)] = -1
+    swap = live & (draw >= cfg.hide) & (draw < cfg.hide + cfg.replace)
+    if bool(swap.any()):
+        out[swap] = pool[torch.randint(len(pool), (int(swap.sum()),), generator=gen)]
+    return out
+
+
+def pretrain(model: Any, examples: list[Example], cfg: PretrainConfig) -> PretrainResult:
+    """Train `model.fusion` (a KnowledgeEncoder with ERNIE knowledge) by dEA on `examples`, texts
+    whose `entities` carry QIDs. The text model is frozen meanwhile and unfrozen after."""
+    fusion: ErnieFusion | None = model.fusion
+    if fusion is None:
+        raise ValueError(
+            "alignment pre-training trains ERNIE's fusion: build the encoder with knowledge='ernie'"
+        )
+    seed_everything(cfg.seed)
+    known = [ex for ex in examples if any(model.knowledge.row(s.qid) >= 0 for s in ex.entities if s.qid)]
+    if not known:
+        raise ValueError(
+            f"none of the {len(examples)} texts names an entity with a vector: link them to the KG first "
+            "(`kgpipe encoder pretrain` links texts given without entities)"
+        )
+    pool = torch.tensor(
+        sorted({model.knowledge.row(s.qid) for ex in known for s in ex.entities if s.qid} - {-1})
+    )
+    device = resolve_device(cfg.device) if cfg.device else next(model.parameters()).device
+    head = AlignmentHead(fusion.hidden)
+    model.to(device)
+    head.to(device)
+    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("fusion.") and name[len("fusion.") :].startswith(PRETRAINED)
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * -(-len(known) // cfg.batch_size)
+    warm = max(1, int(cfg.warmup * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
+    )
+    rng, gen = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    result, start = PretrainResult(texts=len(known)), time.time()
+    try:
+        model.train()
+        for epoch in range(cfg.epochs):
+            losses, right, total, right_hidden, total_hidden = [], 0, 0, 0, 0
+            bar = tqdm(
+                _batches(known, cfg.batch_size, rng), desc=f"dEA {epoch + 1}", disable=not cfg.progress
+            )
+            for batch in bar:
+                enc = model.encode(batch, with_targets=False)
+                if enc.stream is None:
+                    continue
+                true = enc.stream.rows
+                shown = _corrupt(true, cfg, pool, gen)
+                enc.stream = EntityStream(shown, enc.stream.positions)
+                enc = enc.to(device)
+                live = (true >= 0).to(device)
+                cand, target = torch.unique(true[true >= 0], return_inverse=True)
+                states = model.hidden(enc)
+                at = states[
+                    torch.arange(len(batch), device=device)[:, None].expand_as(live)[live],
+                    enc.stream.positions[live],
+                ]
+                scores = head(at, fusion.project(fusion.vectors(cand.to(device))))
+                target = target.to(device)
+                loss = nn.functional.cross_entropy(scores, target)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                hit = scores.argmax(-1) == target
+                was_hidden = (shown.to(device) < 0)[live]
+                right, total = right + int(hit.sum()), total + len(hit)
+                right_hidden += int(hit[was_hidden].sum())
+                total_hidden += int(was_hidden.sum())
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", acc=f"{right / max(1, total):.3f}")
+            result.loss.append(round(float(np.mean(losses)), 4) if losses else 0.0)
+            result.accuracy.append(round(right / max(1, total), 4))
+            result.hidden_accuracy.append(round(right_hidden / max(1, total_hidden), 4))
+            result.alignments = total
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad = frozen[name]
+        model.eval()
+    result.seconds = round(time.time() - start, 1)
+    result.device = device_name(device)
+    return result
+
+
+def save_fusion(model: Any, folder: str | Path, cfg: PretrainConfig, result: PretrainResult) -> Path:
+    """Write the pre-trained fusion weights and what they fit (text model, layers, vector table)."""
+    fusion: ErnieFusion = model.fusion
+    state = {
+        k: v.detach().contiguous().cpu() for k, v in fusion.state_dict().items() if k.startswith(PRETRAINED)
+    }
+    meta = {
+        "format": FORMAT,
+        "text_model": model.cfg.text_model,
+        "hidden": fusion.hidden,
+        "fusion_layers": list(fusion.layers),
+        "entities": int(fusion.vectors.weight.shape[0]),
+        "entity_dim": int(fusion.vectors.weight.shape[1]),
+        "vectors_sha256": vectors_fingerprint(fusion.vectors.weight),
+        "transe": model.cfg.transe,
+        "config": asdict(cfg),
+        "result": asdict(result),
+    }
+    with atomic_dir(folder) as tmp:
+        save_file(state, str(tmp / FILE_WEIGHTS), metadata={"format": FORMAT})
+        (tmp / FILE_CONFIG).write_text(json.dumps(meta, indent=2))
+    return Path(folder)
+
+
+def load_fusion(fusion: ErnieFusion, folder: str | Path) -> dict[str, Any]:
+    """Start `fusion` from a pre-trained one; refuses one trained for other layers, another hidden
+    size or another entity vector table. Returns its pretrain.json."""
+    folder = Path(folder)
+    config = folder / FILE_CONFIG
+    if not config.exists() or not (folder / FILE_WEIGHTS).exists():
+        raise KGFormatError(
+            folder,
+            None,
+            f"no {FILE_CONFIG} and {FILE_WEIGHTS}",
+            "Give a folder written by `kgpipe encoder pretrain`",
+        )
+    meta = json.loads(config.read_text())
+    if meta.get("format") != FORMAT:
+        raise KGFormatError(config, None, f"format {meta.get('format')!r}, not {FORMAT!r}", "Pre-train again")
+    fix = "Pre-train again with the same --transe and --model as this fine-tuning"
+    mine = {
+        "fusion_layers": list(fusion.layers),
+        "entities": int(fusion.vectors.weight.shape[0]),
+        "entity_dim": int(fusion.vectors.weight.shape[1]),
+        "hidden": fusion.hidden,
+    }
+    for key, value in mine.items():
+        if meta.get(key) != value:
+            raise KGFormatError(config, None, f"{key} is {meta.get(key)!r}, this model has {value!r}", fix)
+    if meta.get("vectors_sha256") != vectors_fingerprint(fusion.vectors.weight):
+        raise KGFormatError(config, None, "it was pre-trained on another entity vector table", fix)
+    state = load_file(str(folder / FILE_WEIGHTS))
+    missing = [k for k in fusion.state_dict() if k.startswith(PRETRAINED) and k not in state]
+    if missing:
+        raise KGFormatError(folder / FILE_WEIGHTS, None, f"lacks {missing[:3]}", fix)
+    fusion.load_state_dict(state, strict=False)
+    return meta
