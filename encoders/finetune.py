@@ -58,7 +58,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _batches(examples: list[Example], size: int, rng: random.Random | None) -> list[list[Example]]:
+def length_batches(examples: list[Example], size: int, rng: random.Random | None) -> list[list[Example]]:
     """Batches of similar length (less padding); shuffled when `rng` is given."""
     order = list(range(len(examples)))
     if rng is not None:
@@ -102,7 +102,7 @@ def predict(model: KnowledgeEncoder, examples: list[Example], batch_size: int = 
     device = next(model.parameters()).device
     index = {id(ex): i for i, ex in enumerate(examples)}
     out = torch.zeros(len(examples), len(model.cfg.labels), dtype=torch.bool)
-    for batch in _batches(examples, batch_size, None):
+    for batch in length_batches(examples, batch_size, None):
         logits = model(model.encode(batch, with_targets=False).to(device))
         out[[index[id(ex)] for ex in batch]] = model.head.decide(logits).cpu()
     return out
@@ -135,6 +135,14 @@ def _optimizer(model: KnowledgeEncoder, cfg: FinetuneConfig) -> torch.optim.Opti
     )
 
 
+def warmup_decay(opt: torch.optim.Optimizer, steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first `warmup` share of `steps`, then linear decay to zero."""
+    warm = max(1, int(warmup * steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
+    )
+
+
 def finetune(
     model: KnowledgeEncoder, train: list[Example], dev: list[Example], cfg: FinetuneConfig
 ) -> History:
@@ -145,16 +153,14 @@ def finetune(
     device = resolve_device(cfg.device) if cfg.device else next(model.parameters()).device
     model.to(device)
     opt = _optimizer(model, cfg)
-    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
-    warm = max(1, int(cfg.warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
-    )
+    sched = warmup_decay(opt, cfg.epochs * -(-len(train) // cfg.batch_size), cfg.warmup)
     history, best, best_state, start = History(), -1.0, None, time.time()
     for epoch in range(cfg.epochs):
         model.train()
         losses = []
-        bar = tqdm(_batches(train, cfg.batch_size, rng), desc=f"epoch {epoch + 1}", disable=not cfg.progress)
+        bar = tqdm(
+            length_batches(train, cfg.batch_size, rng), desc=f"epoch {epoch + 1}", disable=not cfg.progress
+        )
         for batch in bar:
             enc = model.encode(batch).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):

@@ -21,7 +21,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,10 +31,13 @@ from tqdm.auto import tqdm
 
 from encoders.data import Example
 from encoders.ernie import EntityStream, ErnieFusion
-from encoders.finetune import _batches, seed_everything
+from encoders.finetune import length_batches, seed_everything, warmup_decay
 from kg.embed.train import device_name, resolve_device
 from kg.errors import KGFormatError
 from kg.storage import atomic_dir
+
+if TYPE_CHECKING:
+    from encoders.model import KnowledgeEncoder
 
 FORMAT = "kgpipe-fusion/1"
 FILE_WEIGHTS = "fusion.safetensors"
@@ -105,7 +108,7 @@ def _corrupt(
     return out
 
 
-def pretrain(model: Any, examples: list[Example], cfg: PretrainConfig) -> PretrainResult:
+def pretrain(model: KnowledgeEncoder, examples: list[Example], cfg: PretrainConfig) -> PretrainResult:
     """Train `model.fusion` (a KnowledgeEncoder with ERNIE knowledge) by dEA on `examples`, texts
     whose `entities` carry QIDs. The text model is frozen meanwhile and unfrozen after."""
     fusion: ErnieFusion | None = model.fusion
@@ -132,11 +135,7 @@ def pretrain(model: Any, examples: list[Example], cfg: PretrainConfig) -> Pretra
         p.requires_grad = name.startswith("fusion.") and name[len("fusion.") :].startswith(PRETRAINED)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * -(-len(known) // cfg.batch_size)
-    warm = max(1, int(cfg.warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
-    )
+    sched = warmup_decay(opt, cfg.epochs * -(-len(known) // cfg.batch_size), cfg.warmup)
     rng, gen = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     result, start = PretrainResult(texts=len(known)), time.time()
     try:
@@ -144,23 +143,21 @@ def pretrain(model: Any, examples: list[Example], cfg: PretrainConfig) -> Pretra
         for epoch in range(cfg.epochs):
             losses, right, total, right_hidden, total_hidden = [], 0, 0, 0, 0
             bar = tqdm(
-                _batches(known, cfg.batch_size, rng), desc=f"dEA {epoch + 1}", disable=not cfg.progress
+                length_batches(known, cfg.batch_size, rng), desc=f"dEA {epoch + 1}", disable=not cfg.progress
             )
             for batch in bar:
                 enc = model.encode(batch, with_targets=False)
                 if enc.stream is None:
                     continue
-                true = enc.stream.rows
+                true, positions = enc.stream.rows, enc.stream.positions.to(device)
                 shown = _corrupt(true, cfg, pool, gen)
                 enc.stream = EntityStream(shown, enc.stream.positions)
                 enc = enc.to(device)
                 live = (true >= 0).to(device)
                 cand, target = torch.unique(true[true >= 0], return_inverse=True)
                 states = model.hidden(enc)
-                at = states[
-                    torch.arange(len(batch), device=device)[:, None].expand_as(live)[live],
-                    enc.stream.positions[live],
-                ]
+                rows_of = torch.arange(len(batch), device=device)[:, None].expand_as(live)
+                at = states[rows_of[live], positions[live]]  # each alignment's fused first piece
                 scores = head(at, fusion.project(fusion.vectors(cand.to(device))))
                 target = target.to(device)
                 loss = nn.functional.cross_entropy(scores, target)
@@ -189,9 +186,13 @@ def pretrain(model: Any, examples: list[Example], cfg: PretrainConfig) -> Pretra
     return result
 
 
-def save_fusion(model: Any, folder: str | Path, cfg: PretrainConfig, result: PretrainResult) -> Path:
+def save_fusion(
+    model: KnowledgeEncoder, folder: str | Path, cfg: PretrainConfig, result: PretrainResult
+) -> Path:
     """Write the pre-trained fusion weights and what they fit (text model, layers, vector table)."""
-    fusion: ErnieFusion = model.fusion
+    fusion = model.fusion
+    if fusion is None:
+        raise ValueError("only an ERNIE model has a fusion to save")
     state = {
         k: v.detach().contiguous().cpu() for k, v in fusion.state_dict().items() if k.startswith(PRETRAINED)
     }
