@@ -438,6 +438,8 @@ def main() -> None:
         "for table: the one file to show)",
     )
     args = ap.parse_args()
+    if args.pretrained and args.descriptions:
+        ap.error("--pretrained fusions are trained on TransE vectors alone; leave out --descriptions")
     cache = CACHE_UNTYPED if args.untyped_kg else CACHE
     if args.step == "split":
         make_split()

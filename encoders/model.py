@@ -194,7 +194,7 @@ class KnowledgeEncoder(nn.Module):
                 )
             from encoders.pretrain import load_fusion
 
-            load_fusion(model.fusion, fusion)
+            load_fusion(model.fusion, fusion, base)
             cfg.pretrained = str(fusion)
         return model
 

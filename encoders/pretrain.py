@@ -33,7 +33,7 @@ from encoders.data import Example
 from encoders.ernie import EntityStream, ErnieFusion
 from encoders.finetune import length_batches, seed_everything, warmup_decay
 from kg.embed.train import device_name, resolve_device
-from kg.errors import KGFormatError
+from kg.errors import KGFormatError, KGPipeError
 from kg.storage import atomic_dir
 
 if TYPE_CHECKING:
@@ -81,6 +81,11 @@ def vectors_fingerprint(vectors: torch.Tensor) -> str:
     return hashlib.sha256(vectors.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
+def text_model_fingerprint(base: nn.Module) -> str:
+    """sha256 of the text model's input embeddings: the same checkpoint wherever its folder lies."""
+    return vectors_fingerprint(base.get_input_embeddings().weight)  # type: ignore[operator]
+
+
 class AlignmentHead(nn.Module):
     """Scores a token against candidate entities: transform(token) · entity, both in hidden space."""
 
@@ -96,15 +101,18 @@ class AlignmentHead(nn.Module):
 def _corrupt(
     rows: torch.Tensor, cfg: PretrainConfig, pool: torch.Tensor, gen: torch.Generator
 ) -> torch.Tensor:
-    """The stream's rows with `hide` of the alignments set to -1 and `replace` swapped for an
+    """The stream's rows with `hide` of the alignments set to -1 and `replace` swapped for another
     entity drawn from `pool` (the corpus's entities)."""
     draw = torch.rand(rows.shape, generator=gen)
     live = rows >= 0
     out = rows.clone()
     out[live & (draw < cfg.hide)] = -1
     swap = live & (draw >= cfg.hide) & (draw < cfg.hide + cfg.replace)
-    if bool(swap.any()):
-        out[swap] = pool[torch.randint(len(pool), (int(swap.sum()),), generator=gen)]
+    if bool(swap.any()) and len(pool) > 1:
+        pick = torch.randint(len(pool), (int(swap.sum()),), generator=gen)
+        same = pool[pick] == rows[swap]
+        pick[same] = (pick[same] + 1) % len(pool)  # always another entity, as in ERNIE
+        out[swap] = pool[pick]
     return out
 
 
@@ -118,8 +126,10 @@ def pretrain(model: KnowledgeEncoder, examples: list[Example], cfg: PretrainConf
         )
     seed_everything(cfg.seed)
     known = [ex for ex in examples if any(model.knowledge.row(s.qid) >= 0 for s in ex.entities if s.qid)]
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise ValueError(f"epochs, batch_size and lr must be positive: {cfg}")
     if not known:
-        raise ValueError(
+        raise KGPipeError(
             f"none of the {len(examples)} texts names an entity with a vector: link them to the KG first "
             "(`kgpipe encoder pretrain` links texts given without entities)"
         )
@@ -130,15 +140,15 @@ def pretrain(model: KnowledgeEncoder, examples: list[Example], cfg: PretrainConf
     head = AlignmentHead(fusion.hidden)
     model.to(device)
     head.to(device)
-    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
-    for name, p in model.named_parameters():
-        p.requires_grad = name.startswith("fusion.") and name[len("fusion.") :].startswith(PRETRAINED)
-    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = warmup_decay(opt, cfg.epochs * -(-len(known) // cfg.batch_size), cfg.warmup)
     rng, gen = random.Random(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     result, start = PretrainResult(texts=len(known)), time.time()
+    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
     try:
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("fusion.") and name[len("fusion.") :].startswith(PRETRAINED)
+        params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = warmup_decay(opt, cfg.epochs * -(-len(known) // cfg.batch_size), cfg.warmup)
         model.train()
         for epoch in range(cfg.epochs):
             losses, right, total, right_hidden, total_hidden = [], 0, 0, 0, 0
@@ -204,6 +214,7 @@ def save_fusion(
         "entities": int(fusion.vectors.weight.shape[0]),
         "entity_dim": int(fusion.vectors.weight.shape[1]),
         "vectors_sha256": vectors_fingerprint(fusion.vectors.weight),
+        "text_model_sha256": text_model_fingerprint(model.base),
         "transe": model.cfg.transe,
         "config": asdict(cfg),
         "result": asdict(result),
@@ -214,22 +225,28 @@ def save_fusion(
     return Path(folder)
 
 
-def load_fusion(fusion: ErnieFusion, folder: str | Path) -> dict[str, Any]:
+def load_fusion(fusion: ErnieFusion, folder: str | Path, base: nn.Module | None = None) -> dict[str, Any]:
     """Start `fusion` from a pre-trained one; refuses one trained for other layers, another hidden
-    size or another entity vector table. Returns its pretrain.json."""
+    size, another entity vector table or (given `base`) another text model. Returns its pretrain.json."""
     folder = Path(folder)
     config = folder / FILE_CONFIG
+    written_by = "Give a folder written by `kgpipe encoder pretrain`"
     if not config.exists() or not (folder / FILE_WEIGHTS).exists():
-        raise KGFormatError(
-            folder,
-            None,
-            f"no {FILE_CONFIG} and {FILE_WEIGHTS}",
-            "Give a folder written by `kgpipe encoder pretrain`",
-        )
-    meta = json.loads(config.read_text())
-    if meta.get("format") != FORMAT:
-        raise KGFormatError(config, None, f"format {meta.get('format')!r}, not {FORMAT!r}", "Pre-train again")
+        raise KGFormatError(folder, None, f"no {FILE_CONFIG} and {FILE_WEIGHTS}", written_by)
+    try:
+        meta = json.loads(config.read_text())
+    except json.JSONDecodeError as e:
+        raise KGFormatError(config, e.lineno, f"invalid JSON ({e.msg})", written_by) from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise KGFormatError(config, 1, f"format is {found!r}, not {FORMAT!r}", written_by)
     fix = "Pre-train again with the same --transe and --model as this fine-tuning"
+    if base is not None and "text_model_sha256" not in meta:
+        raise KGFormatError(config, None, "no text model fingerprint (an older kgpipe wrote it)", fix)
+    if base is not None and meta["text_model_sha256"] != text_model_fingerprint(base):
+        raise KGFormatError(
+            config, None, f"it was pre-trained on another text model ({meta.get('text_model')})", fix
+        )
     mine = {
         "fusion_layers": list(fusion.layers),
         "entities": int(fusion.vectors.weight.shape[0]),

@@ -314,6 +314,10 @@ def encoder_finetune(
         raise typer.BadParameter(f"--descriptions widens ERNIE's entity stream; --knowledge is {knowledge!r}")
     if pretrained is not None and knowledge != "ernie":
         raise typer.BadParameter(f"--pretrained starts ERNIE's fusion; --knowledge is {knowledge!r}")
+    if pretrained is not None and descriptions:
+        raise typer.BadParameter(
+            "--pretrained fusions are trained on TransE vectors alone; leave out --descriptions"
+        )
     resolve_device(device)  # a typo or a missing GPU fails before the model loads
     train_ex, dev_ex = read_examples(train, task), read_examples(dev, task)
     if link:
@@ -375,6 +379,9 @@ def encoder_pretrain(
     from encoders.pretrain import PretrainConfig, pretrain, save_fusion
     from kg.embed.train import resolve_device
 
+    for name, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr)):
+        if value <= 0:
+            raise typer.BadParameter(f"{name} must be positive, not {value}")
     resolve_device(device)
     texts = read_texts(data)
     bare = [ex for ex in texts if not ex.entities]
@@ -384,7 +391,10 @@ def encoder_pretrain(
     cfg.kg, cfg.transe = str(kg_path or ""), str(transe or "")
     net = KnowledgeEncoder.create(cfg, knowledge_for("ernie", kg_path, transe), model, seed=seed)
     settings = PretrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
-    result = pretrain(net, texts, settings)
+    try:
+        result = pretrain(net, texts, settings)
+    except KGPipeError as e:
+        raise KGPipeError(f"{data}: {e}") from e
     save_fusion(net, out, settings, result)
     console.print(
         f"dEA: {result.texts:,} texts, {result.alignments:,} alignments a pass; entity accuracy "

@@ -10,7 +10,7 @@ from encoders.data import Example, read_examples, read_texts
 from encoders.knowledge import KnowledgeSource, knowledge_for
 from encoders.model import EncoderConfig, KnowledgeEncoder
 from encoders.pretrain import PretrainConfig, _corrupt, pretrain, save_fusion
-from kg.errors import KGFormatError
+from kg.errors import KGFormatError, KGPipeError
 
 FIX = Path(__file__).parents[1] / "fixtures" / "encoders"
 
@@ -39,13 +39,18 @@ def fresh(source: KnowledgeSource, fusion: Path | None = None) -> KnowledgeEncod
 def test_corruption_hides_and_replaces_the_right_shares() -> None:
     rows = torch.arange(100_000).reshape(1000, 100) % 500
     rows[:, -10:] = -1  # padding stays padding
-    pool = torch.tensor([7])
+    pool = torch.tensor([7, 8])
     out = _corrupt(rows, PretrainConfig(), pool, torch.Generator().manual_seed(0))
     live = rows >= 0
     hidden = (out[live] == -1).float().mean().item()
-    swapped = ((out[live] != rows[live]) & (out[live] == 7)).float().mean().item()
+    swapped = ((out[live] != rows[live]) & (out[live] >= 7) & (out[live] <= 8)).float().mean().item()
     assert abs(hidden - 0.15) < 0.01 and abs(swapped - 0.05) < 0.01
     assert bool((out[~live] == -1).all())
+    # a replacement is always another entity, even from a pool of two
+    pair = torch.tensor([3, 4])
+    rows = torch.full((200, 50), 3)
+    out = _corrupt(rows, PretrainConfig(hide=0.0, replace=1.0), pair, torch.Generator().manual_seed(1))
+    assert bool((out == 4).all())
 
 
 def test_dea_learns_and_trains_the_fusion_alone(ernie: KnowledgeSource, texts: list[Example]) -> None:
@@ -88,8 +93,32 @@ def test_fine_tuning_starts_from_the_saved_fusion(
         fresh(ernie, tmp_path)
 
 
+def test_a_fusion_fits_only_its_text_model_and_a_damaged_one_is_named(
+    ernie: KnowledgeSource, texts: list[Example], tmp_path: Path
+) -> None:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from encoders.text import default_model_path
+
+    model = fresh(ernie)
+    result = pretrain(model, texts[:8], PretrainConfig(epochs=1, batch_size=8, progress=False))
+    save_fusion(model, tmp_path / "dea", PretrainConfig(), result)
+    # the same architecture with other weights: same hidden size and layers, another model
+    torch.manual_seed(1)
+    AutoModel.from_config(AutoConfig.from_pretrained(default_model_path())).save_pretrained(
+        tmp_path / "other"
+    )
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(tmp_path / "other")
+    cfg = EncoderConfig("relation", "ernie", ["a", "b"])
+    with pytest.raises(KGFormatError, match="another text model"):
+        KnowledgeEncoder.create(cfg, ernie, tmp_path / "other", fusion=tmp_path / "dea")
+    (tmp_path / "dea" / "pretrain.json").write_text('{"format": "kgpipe-fusion/1",')
+    with pytest.raises(KGFormatError, match=r"pretrain\.json:1: invalid JSON"):
+        fresh(ernie, tmp_path / "dea")
+
+
 def test_texts_without_entities_are_refused_with_the_fix(ernie: KnowledgeSource) -> None:
-    with pytest.raises(ValueError, match="link them to the KG first"):
+    with pytest.raises(KGPipeError, match="link them to the KG first"):
         pretrain(fresh(ernie), [Example("Nothing here.", [])], PretrainConfig(progress=False))
 
 

@@ -151,3 +151,17 @@ def test_encoder_pretrain_then_finetune_from_it(tmp_path: Path) -> None:
         ENCODER_FIXTURES / "relation_train.jsonl", "kbert", tmp_path / "k", "--pretrained", str(dea)
     )
     assert done.returncode == 2 and "--pretrained starts ERNIE's fusion" in done.stderr
+    args = ("--pretrained", str(dea), "--descriptions")
+    done = finetune(ENCODER_FIXTURES / "relation_train.jsonl", "ernie", tmp_path / "k", *args)
+    assert done.returncode == 2 and "leave out --descriptions" in done.stderr
+
+
+def test_encoder_pretrain_refuses_bad_options_and_unlinked_texts(tmp_path: Path) -> None:
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text('{"text": "nothing to link here"}\n')
+    done = run("encoder", "pretrain", "--data", str(texts), "--out", str(tmp_path / "d"), "--epochs", "0")
+    assert done.returncode == 2 and "--epochs must be positive, not 0" in done.stderr
+    done = run("encoder", "pretrain", "--data", str(texts), "--out", str(tmp_path / "d"), "--no-link")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "none of the 1 texts names an entity" in done.stderr and "texts.jsonl" in done.stderr
+    assert not (tmp_path / "d").exists()
