@@ -34,7 +34,7 @@ from encoders.ernie import EntityStream, ErnieFusion
 from encoders.finetune import length_batches, seed_everything, warmup_decay
 from kg.embed.train import device_name, resolve_device
 from kg.errors import KGFormatError, KGPipeError
-from kg.storage import atomic_dir
+from kg.storage import atomic_dir, read_model_config
 
 if TYPE_CHECKING:
     from encoders.model import KnowledgeEncoder
@@ -230,16 +230,8 @@ def load_fusion(fusion: ErnieFusion, folder: str | Path, base: nn.Module | None 
     size, another entity vector table or (given `base`) another text model. Returns its pretrain.json."""
     folder = Path(folder)
     config = folder / FILE_CONFIG
-    written_by = "Give a folder written by `kgpipe encoder pretrain`"
-    if not config.exists() or not (folder / FILE_WEIGHTS).exists():
-        raise KGFormatError(folder, None, f"no {FILE_CONFIG} and {FILE_WEIGHTS}", written_by)
-    try:
-        meta = json.loads(config.read_text())
-    except json.JSONDecodeError as e:
-        raise KGFormatError(config, e.lineno, f"invalid JSON ({e.msg})", written_by) from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise KGFormatError(config, 1, f"format is {found!r}, not {FORMAT!r}", written_by)
+    writer = "kgpipe encoder pretrain"
+    meta = read_model_config(folder, FORMAT, "a pre-trained fusion", writer, FILE_CONFIG, FILE_WEIGHTS)
     fix = "Pre-train again with the same --transe and --model as this fine-tuning"
     if base is not None and "text_model_sha256" not in meta:
         raise KGFormatError(config, None, "no text model fingerprint (an older kgpipe wrote it)", fix)

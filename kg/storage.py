@@ -76,18 +76,25 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_model_config(folder: Path, fmt: str, what: str, writer: str) -> dict[str, Any]:
-    """config.json of a saved model folder (with model.safetensors beside it), checked to be `fmt`.
+def read_model_config(
+    folder: Path,
+    fmt: str,
+    what: str,
+    writer: str,
+    config: str = "config.json",
+    weights: str = "model.safetensors",
+) -> dict[str, Any]:
+    """The `config` JSON of a saved model folder (with `weights` beside it), checked to be `fmt`.
 
     `what` names the kind of folder in the error ("a TransE checkpoint"), `writer` the command
     that writes one.
     """
     from kg.errors import KGFormatError
 
-    config_path = folder / "config.json"
+    config_path = folder / config
     fix = f"Give a folder written by `{writer}`"
-    if not config_path.exists() or not (folder / "model.safetensors").exists():
-        raise KGFormatError(folder, None, f"not {what} (no config.json / model.safetensors)", fix)
+    if not config_path.exists() or not (folder / weights).exists():
+        raise KGFormatError(folder, None, f"not {what} (no {config} / {weights})", fix)
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
