@@ -11,6 +11,7 @@ Needs `python benchmarks/fewrel.py kg` first. Usage: python benchmarks/fewrel_pr
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fewrel import CACHE, split_examples
 
+from encoders.data import Example
 from kg.embed.checkpoint import EntityVectors
 from kg.io import load_saved
 
 
-def main() -> None:
+@dataclass
+class Probe:
+    """A fitted probe: label order, its L2 weight, and per split the gold label ids, the KG-covered
+    mask and the predicted label probabilities (float[examples, labels])."""
+
+    labels: list[str]
+    l2: float
+    gold: dict[str, np.ndarray]
+    covered: dict[str, np.ndarray]
+    probs: dict[str, np.ndarray]
+
+
+def fit_probe(use_profile: bool, data: dict[str, list[Example]] | None = None) -> Probe:
+    """Fit the probe on the train split (L2 chosen on covered dev accuracy)."""
     torch.set_num_threads(1)
     kg = load_saved(CACHE / "kg", verify=False)
     vec = EntityVectors.load(CACHE / "transe")
@@ -36,11 +51,11 @@ def main() -> None:
     np.add.at(profile, (trip[:, 0], trip[:, 1]), 1)
     np.add.at(profile, (trip[:, 2], rels + trip[:, 1]), 1)
     profile = np.log1p(profile)
-    data = split_examples()
+    data = data or split_examples()
     labels = sorted({ex.labels[0] for ex in data["train"]})
     index = {label: i for i, label in enumerate(labels)}
 
-    def features(ex, use_profile: bool) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def features(ex: Example) -> np.ndarray:
         out = []
         for span in ex.focus:
             r, k = vrow.get(span.qid), qrow.get(span.qid)
@@ -50,44 +65,50 @@ def main() -> None:
             out.append(np.concatenate(parts))
         return np.concatenate(out)
 
+    x = {p: np.stack([features(ex) for ex in data[p]]) for p in data}
+    y = {p: np.array([index[ex.labels[0]] for ex in data[p]]) for p in data}
+    cov = {p: np.array([any(s.qid in qrow for s in ex.focus) for ex in data[p]]) for p in data}
+    mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
+    xt = {p: torch.tensor((x[p] - mu) / sd, dtype=torch.float32) for p in x}
+    target = torch.tensor(y["train"])
+    best: tuple[float, float, torch.nn.Linear] | None = None
+    for l2 in (1e-3, 1e-2, 1e-1):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(xt["train"].shape[1], len(labels))
+        opt = torch.optim.LBFGS(lin.parameters(), max_iter=300)
+
+        def closure(
+            lin: torch.nn.Linear = lin,
+            opt: torch.optim.LBFGS = opt,
+            l2: float = l2,
+            inputs: torch.Tensor = xt["train"],
+            target: torch.Tensor = target,
+        ) -> torch.Tensor:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(lin(inputs), target) + l2 * lin.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)  # type: ignore[arg-type]
+        dev = float((lin(xt["dev"]).argmax(1).numpy() == y["dev"])[cov["dev"]].mean())
+        if best is None or dev > best[0]:
+            best = (dev, l2, lin)
+    assert best is not None
+    with torch.no_grad():
+        probs = {p: best[2](xt[p]).softmax(-1).numpy() for p in xt}
+    return Probe(labels, best[1], y, cov, probs)
+
+
+def main() -> None:
     for use_profile in (False, True):
-        x = {p: np.stack([features(ex, use_profile) for ex in data[p]]) for p in data}
-        y = {p: np.array([index[ex.labels[0]] for ex in data[p]]) for p in data}
-        cov = {p: np.array([any(s.qid in qrow for s in ex.focus) for ex in data[p]]) for p in data}
-        mu, sd = x["train"].mean(0), x["train"].std(0) + 1e-6
-        xt = {p: torch.tensor((x[p] - mu) / sd, dtype=torch.float32) for p in x}
-        target = torch.tensor(y["train"])
-        best: tuple[float, float, torch.nn.Linear] | None = None
-        for l2 in (1e-3, 1e-2, 1e-1):
-            torch.manual_seed(0)
-            lin = torch.nn.Linear(xt["train"].shape[1], len(labels))
-            opt = torch.optim.LBFGS(lin.parameters(), max_iter=300)
-
-            def closure(
-                lin: torch.nn.Linear = lin,
-                opt: torch.optim.LBFGS = opt,
-                l2: float = l2,
-                inputs: torch.Tensor = xt["train"],
-                target: torch.Tensor = target,
-            ) -> torch.Tensor:
-                opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(lin(inputs), target) + l2 * lin.weight.pow(2).sum()
-                loss.backward()
-                return loss
-
-            opt.step(closure)  # type: ignore[arg-type]
-            dev = float((lin(xt["dev"]).argmax(1).numpy() == y["dev"])[cov["dev"]].mean())
-            if best is None or dev > best[0]:
-                best = (dev, l2, lin)
-        assert best is not None
-        pred = best[2](xt["test"]).argmax(1).numpy()
-        m = cov["test"]
+        probe = fit_probe(use_profile)
+        pred, gold, m = probe.probs["test"].argmax(1), probe.gold["test"], probe.covered["test"]
         per = {}
-        for label, i in index.items():
-            g, p = (y["test"] == i) & m, (pred == i) & m
+        for i, label in enumerate(probe.labels):
+            g, p = (gold == i) & m, (pred == i) & m
             per[label] = round(float(2 * (g & p).sum() / max(1, g.sum() + p.sum())), 3)
         name = "TransE + relation profile" if use_profile else "TransE"
-        print(f"{name}: L2 {best[1]}, covered test accuracy {float((pred == y['test'])[m].mean()):.4f}")
+        print(f"{name}: L2 {probe.l2}, covered test accuracy {float((pred == gold)[m].mean()):.4f}")
         print("  per-label F1:", " ".join(f"{k} {v}" for k, v in per.items()))
 
 

@@ -96,16 +96,21 @@ def per_label_f1(gold: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: KnowledgeEncoder, examples: list[Example], batch_size: int = 64) -> torch.Tensor:
-    """bool[examples, labels]: the predicted label sets, in input order."""
+def predict_logits(model: KnowledgeEncoder, examples: list[Example], batch_size: int = 64) -> torch.Tensor:
+    """float[examples, labels]: the head's logits, in input order."""
     model.eval()
     device = next(model.parameters()).device
     index = {id(ex): i for i, ex in enumerate(examples)}
-    out = torch.zeros(len(examples), len(model.cfg.labels), dtype=torch.bool)
+    out = torch.zeros(len(examples), len(model.cfg.labels))
     for batch in length_batches(examples, batch_size, None):
         logits = model(model.encode(batch, with_targets=False).to(device))
-        out[[index[id(ex)] for ex in batch]] = model.head.decide(logits).cpu()
+        out[[index[id(ex)] for ex in batch]] = logits.float().cpu()
     return out
+
+
+def predict(model: KnowledgeEncoder, examples: list[Example], batch_size: int = 64) -> torch.Tensor:
+    """bool[examples, labels]: the predicted label sets, in input order."""
+    return model.head.decide(predict_logits(model, examples, batch_size))
 
 
 def gold_sets(model: KnowledgeEncoder, examples: list[Example]) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from encoders.data import EntitySpan, Example, read_examples
-from encoders.finetune import FinetuneConfig, evaluate, f1_scores, finetune, predict
+from encoders.finetune import FinetuneConfig, evaluate, f1_scores, finetune, predict, predict_logits
 from encoders.knowledge import KnowledgeSource, knowledge_for
 from encoders.model import EncoderConfig, KnowledgeEncoder, mark
 from kg.errors import KGFormatError
@@ -173,6 +173,10 @@ def test_relation_finetune_learns_and_round_trips(
     again = KnowledgeEncoder.load(tmp_path / "m")
     assert again.cfg.knowledge == mode
     assert torch.equal(predict(again, dev), predict(model.eval(), dev))
+    logits = predict_logits(again, dev)
+    assert logits.shape == (len(dev), len(labels)) and logits.dtype == torch.float32
+    assert torch.allclose(logits, predict_logits(model, dev), atol=1e-5)
+    assert torch.equal(predict(again, dev), torch.nn.functional.one_hot(logits.argmax(1), len(labels)).bool())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the GPU machine)")
