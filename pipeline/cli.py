@@ -318,6 +318,7 @@ def encoder_finetune(
         raise typer.BadParameter(
             "--pretrained fusions are trained on TransE vectors alone; leave out --descriptions"
         )
+    _positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--max-length", max_length))
     resolve_device(device)  # a typo or a missing GPU fails before the model loads
     train_ex, dev_ex = read_examples(train, task), read_examples(dev, task)
     if link:
@@ -379,9 +380,7 @@ def encoder_pretrain(
     from encoders.pretrain import PretrainConfig, pretrain, save_fusion
     from kg.embed.train import resolve_device
 
-    for name, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr)):
-        if value <= 0:
-            raise typer.BadParameter(f"{name} must be positive, not {value}")
+    _positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr))
     resolve_device(device)
     texts = read_texts(data)
     bare = [ex for ex in texts if not ex.entities]
@@ -401,6 +400,13 @@ def encoder_pretrain(
         f"{result.accuracy[0]:.3f} -> {result.accuracy[-1]:.3f} (hidden ones {result.hidden_accuracy[-1]:.3f}), "
         f"{result.seconds:.0f} s -> {out}"
     )
+
+
+def _positive(*options: tuple[str, float]) -> None:
+    """Exit 2 naming the first option whose value is not positive."""
+    for name, value in options:
+        if value <= 0:
+            raise typer.BadParameter(f"{name} must be positive, not {value}")
 
 
 def _link_examples(examples: list[Example], kg_path: Path | None) -> None:
