@@ -176,6 +176,8 @@ def test_relation_finetune_learns_and_round_trips(
     logits = predict_logits(again, dev)
     assert logits.shape == (len(dev), len(labels)) and logits.dtype == torch.float32
     assert torch.allclose(logits, predict_logits(model, dev), atol=1e-5)
+    for i in (0, len(dev) - 1):  # each row is its own example's, whatever the batching
+        assert torch.allclose(logits[i], predict_logits(again, [dev[i]])[0], atol=1e-4)
     assert torch.equal(predict(again, dev), torch.nn.functional.one_hot(logits.argmax(1), len(labels)).bool())
 
 

@@ -107,9 +107,15 @@ def test_encoder_rejects_unknown_knowledge_and_bad_files(tmp_path: Path) -> None
     done = finetune(bad, "none", tmp_path / "x")
     assert done.returncode == 2 and "bad.jsonl:1" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "x").exists()
-    for option, value in (("--epochs", "0"), ("--batch-size", "-1"), ("--lr", "0"), ("--max-length", "0")):
+    bad_options = (
+        ("--epochs", "0", "0"),
+        ("--batch-size", "-1", "-1"),
+        ("--lr", "0", "0.0"),
+        ("--max-length", "0", "0"),
+    )
+    for option, value, shown in bad_options:
         done = finetune(ENCODER_FIXTURES / "relation_train.jsonl", "none", tmp_path / "x", option, value)
-        assert done.returncode == 2 and f"{option} must be positive, not {value}" in done.stderr
+        assert done.returncode == 2 and f"{option} must be positive, not {shown}" in done.stderr
         assert "Traceback" not in done.stderr and not (tmp_path / "x").exists()
 
 
