@@ -20,7 +20,8 @@ text). On the KG-covered test instances it scores:
 The best weight and the oracles read the test gold: ceilings, never scores. The text model's dev and test
 logits are kept in the cache (safetensors), so a second call only refits the probe.
 Needs `python benchmarks/fewrel.py kg` first.
-Usage: python benchmarks/fewrel_ceiling.py [--seeds 0 1 2] [--epochs 3] [--out fewrel_ceiling.json]
+Usage: python benchmarks/fewrel_ceiling.py [--seeds 0 1 2] [--epochs 3] [--probe-hidden N]
+                                           [--out fewrel_ceiling.json]
 """
 
 from __future__ import annotations
@@ -204,9 +205,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", default="fewrel_ceiling.json")
+    ap.add_argument("--probe-hidden", type=int, default=0, help="the probe's ReLU layer (0: linear)")
     args = ap.parse_args()
     data = split_examples()
-    probe = fit_probe(use_profile=True, data=data)
+    probe = fit_probe(use_profile=True, data=data, hidden=args.probe_hidden)
     labels = sorted({label for ex in data["train"] for label in ex.labels})
     assert probe.labels == labels, "probe and text model disagree on the label order"
     assert probe.covered["test"].tolist() == covered_mask(data["test"]), (
@@ -217,6 +219,7 @@ def main() -> None:
         "setup": {
             "epochs": args.epochs,
             "probe": "TransE + relation profile",
+            "probe_hidden": args.probe_hidden,
             "probe_l2": probe.l2,
             "weights": WEIGHTS,
         },
