@@ -88,35 +88,35 @@ def macro_covered(gold: np.ndarray, pred: np.ndarray, covered: np.ndarray, n: in
     return float(covered_scores(gold, pred, covered, n)["macro_f1"])
 
 
-def fuse(p_text: np.ndarray, p_kg: np.ndarray, covered: np.ndarray, w: float) -> np.ndarray:
-    """Argmax of the weighted log-probabilities on covered rows; the text model's elsewhere."""
+def mix(p_text: np.ndarray, p_kg: np.ndarray, w: float) -> torch.Tensor:
+    """float[examples, labels]: the log-probabilities of (1 - w) log p_text + w log p_kg."""
     mixed = (1 - w) * np.log(p_text + 1e-9) + w * np.log(p_kg + 1e-9)
-    return np.where(covered, mixed.argmax(1), p_text.argmax(1))
+    return torch.from_numpy(mixed).log_softmax(-1)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+def fuse(p_text: np.ndarray, p_kg: np.ndarray, covered: np.ndarray, w: float) -> np.ndarray:
+    """Argmax of the mixed distribution on covered rows; the text model's elsewhere."""
+    return np.where(covered, mix(p_text, p_kg, w).argmax(1).numpy(), p_text.argmax(1))
 
 
 def one_seed(data: dict[str, list[Example]], probe: Any, seed: int, epochs: int) -> dict[str, Any]:
     logits = text_logits(data, seed, epochs)
-    p = {part: softmax(logits[part]) for part in ("dev", "test")}
+    p = {part: torch.from_numpy(logits[part]).softmax(-1).numpy() for part in ("dev", "test")}
     gold, cov, n = probe.gold, probe.covered, len(probe.labels)
 
     def dev_score(w: float) -> float:
         return macro_covered(gold["dev"], fuse(p["dev"], probe.probs["dev"], cov["dev"], w), cov["dev"], n)
 
     def dev_loss(w: float) -> float:
-        mixed = (1 - w) * np.log(p["dev"] + 1e-9) + w * np.log(probe.probs["dev"] + 1e-9)
-        mixed -= np.log(np.exp(mixed).sum(1, keepdims=True))
-        return float(-mixed[np.arange(len(gold["dev"])), gold["dev"]][cov["dev"]].mean())
+        rows = torch.from_numpy(cov["dev"])
+        log_p = mix(p["dev"], probe.probs["dev"], w)[rows]
+        return float(torch.nn.functional.nll_loss(log_p, torch.from_numpy(gold["dev"])[rows]))
 
     w = max(WEIGHTS, key=lambda w: (dev_score(w), -w))
     w_loss = min(WEIGHTS, key=dev_loss)
     text, kg = p["test"].argmax(1), probe.probs["test"].argmax(1)
     g, c = gold["test"], cov["test"]
-    top2 = np.argsort(-p["test"], 1)[:, :2]
+    in_top2 = (np.argsort(-p["test"], 1)[:, :2] == g[:, None]).any(1)
     preds = {
         "text_only": text,
         "kg_only": np.where(c, kg, text),
@@ -127,11 +127,9 @@ def one_seed(data: dict[str, list[Example]], probe: Any, seed: int, epochs: int)
             key=lambda v: macro_covered(g, v, c, n),
         ),
         "oracle_switch": np.where(c & ((text == g) | (kg == g)), g, text),
-        "oracle_top2": np.where(c & (top2 == g[:, None]).any(1), g, text),
+        "oracle_top2": np.where(c & in_top2, g, text),
     }
-    assert (
-        preds["late_fusion"] if w == 0 else fuse(p["test"], probe.probs["test"], c, 0.0)
-    ).tolist() == text.tolist()
+    assert (fuse(p["test"], probe.probs["test"], c, 0.0) == text).all()
     hits = {k: (v == g)[c] for k, v in preds.items()}
     assert hits["oracle_switch"].sum() >= max(hits["text_only"].sum(), hits["kg_only"].sum())
     wrong = c & (text != g)
@@ -146,7 +144,7 @@ def one_seed(data: dict[str, list[Example]], probe: Any, seed: int, epochs: int)
         "covered_test": int(c.sum()),
         "text_errors_covered": int(wrong.sum()),
         "text_errors_kg_right": int((wrong & (kg == g)).sum()),
-        "text_errors_gold_in_top2": int((wrong & (top2 == g[:, None]).any(1)).sum()),
+        "text_errors_gold_in_top2": int((wrong & in_top2).sum()),
         "macro_f1_covered": {k: round(macro_covered(g, v, c, n), 4) for k, v in preds.items()},
         "macro_f1_covered_gold_labels": {
             k: round(float(covered_scores(g, v, c, n)["macro_f1_gold_labels"]), 4) for k, v in preds.items()

@@ -36,6 +36,14 @@ def fresh(source: KnowledgeSource, fusion: Path | None = None) -> KnowledgeEncod
     )
 
 
+def pretrained(source: KnowledgeSource, texts: list[Example], folder: Path) -> KnowledgeEncoder:
+    """A fresh model after one quick dEA pass over `texts`, its fusion saved into `folder`."""
+    model = fresh(source)
+    result = pretrain(model, texts, PretrainConfig(epochs=1, batch_size=8, progress=False))
+    save_fusion(model, folder, PretrainConfig(), result)
+    return model
+
+
 def test_corruption_hides_and_replaces_the_right_shares() -> None:
     rows = torch.arange(100_000).reshape(1000, 100) % 500
     rows[:, -10:] = -1  # padding stays padding
@@ -72,9 +80,7 @@ def test_dea_learns_and_trains_the_fusion_alone(ernie: KnowledgeSource, texts: l
 def test_fine_tuning_starts_from_the_saved_fusion(
     ernie: KnowledgeSource, texts: list[Example], tmp_path: Path
 ) -> None:
-    model = fresh(ernie)
-    result = pretrain(model, texts[:16], PretrainConfig(epochs=1, batch_size=8, progress=False))
-    save_fusion(model, tmp_path / "dea", PretrainConfig(), result)
+    model = pretrained(ernie, texts[:16], tmp_path / "dea")
     again = fresh(ernie, tmp_path / "dea")
     mine, theirs = model.fusion.state_dict(), again.fusion.state_dict()  # type: ignore[union-attr]
     for key in mine:
@@ -100,9 +106,7 @@ def test_a_fusion_fits_only_its_text_model_and_a_damaged_one_is_named(
 
     from encoders.text import default_model_path
 
-    model = fresh(ernie)
-    result = pretrain(model, texts[:8], PretrainConfig(epochs=1, batch_size=8, progress=False))
-    save_fusion(model, tmp_path / "dea", PretrainConfig(), result)
+    pretrained(ernie, texts[:8], tmp_path / "dea")
     # the same architecture with other weights: same hidden size and layers, another model
     torch.manual_seed(1)
     AutoModel.from_config(AutoConfig.from_pretrained(default_model_path())).save_pretrained(
