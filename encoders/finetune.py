@@ -12,33 +12,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pydantic.dataclasses
 import torch
+from pydantic import StrictBool
 from tqdm.auto import tqdm
 
 from encoders.data import Example
 from encoders.model import KnowledgeEncoder
 from kg.embed.train import device_name, resolve_device
+from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share
 
 
-@dataclass
+@pydantic.dataclasses.dataclass(config=STRICT)
 class FinetuneConfig:
     """Training settings; the defaults fit a MiniLM on 2 CPU cores."""
 
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-5  # the pretrained encoder
-    head_lr: float = 1e-3  # head, fusion layers, projections: new weights learn faster
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    patience: int = 1  # epochs without a better dev macro-F1 before stopping
-    seed: int = 0
-    eval_batch_size: int = 64
-    progress: bool = True
+    epochs: PositiveInt = 3
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 5e-5  # the pretrained encoder
+    head_lr: PositiveFloat = 1e-3  # head, fusion layers, projections: new weights learn faster
+    weight_decay: NonNegativeFloat = 0.01
+    warmup: Share = 0.1
+    patience: NonNegativeInt = 1  # epochs without a better dev macro-F1 before stopping
+    seed: NonNegativeInt = 0
+    eval_batch_size: PositiveInt = 64
+    progress: StrictBool = True
     # auto (CUDA when present), cpu, cuda or cuda:N: the model is moved there; None: it stays where it is
     device: str | None = None
     # training steps under bfloat16 autocast (weights, optimizer and evaluation stay float32): for
     # GPUs and CPUs with bf16 matrix units (AMX); on other CPUs it is slower than float32
-    bf16: bool = False
+    bf16: StrictBool = False
 
 
 @dataclass

@@ -12,18 +12,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pydantic.dataclasses
 import torch
+from pydantic import StrictStr
 
 from encoders.data import EntitySpan, Example
 from kg.embed.checkpoint import EntityVectors
 from kg.errors import KGFormatError
 from kg.graph import KnowledgeGraph
+from kg.settings import STRICT, NonNegativeInt, validate
 
 if TYPE_CHECKING:
     from kg.link.dense import Embed
     from kg.link.linker import Linker
 
 FILE_INDEX = "knowledge.json"
+
+
+@pydantic.dataclasses.dataclass(config=STRICT)
+class KnowledgeIndex:
+    """What knowledge.json holds: the QID of each vector row, their width, K-BERT's branches."""
+
+    qids: list[StrictStr]
+    dim: NonNegativeInt
+    branches: dict[StrictStr, list[StrictStr]]
 
 
 def relation_name(kg: KnowledgeGraph, r: int) -> str:
@@ -116,13 +128,17 @@ class KnowledgeSource:
     @classmethod
     def load(cls, folder: Path) -> KnowledgeSource:
         """The index and branches; vectors are zeros of the right shape until the model loads them."""
-        if not (folder / FILE_INDEX).exists():
-            raise KGFormatError(
-                folder, None, f"no {FILE_INDEX}", "Give a folder written by `kgpipe encoder finetune`"
-            )
-        index = json.loads((folder / FILE_INDEX).read_text())
-        vectors = torch.zeros(len(index["qids"]), int(index["dim"])) if index["dim"] else torch.zeros(0, 0)
-        return cls(index["qids"], vectors, index["branches"])
+        path = folder / FILE_INDEX
+        fix = "Write the folder again with `kgpipe encoder finetune`"
+        if not path.exists():
+            raise KGFormatError(folder, None, f"no {FILE_INDEX}", fix)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise KGFormatError(path, None, f"not a JSON file ({e})", fix) from e
+        index = validate(KnowledgeIndex, raw, path, fix)
+        vectors = torch.zeros(len(index.qids), index.dim) if index.dim else torch.zeros(0, 0)
+        return cls(index.qids, vectors, index.branches)
 
 
 def knowledge_for(

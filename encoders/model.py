@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Final, Literal
 
+import pydantic.dataclasses
 import torch
-from safetensors.torch import load_file, save_file
+from pydantic import Field, StrictBool, StrictInt, StrictStr
+from safetensors.torch import save_file
 from torch import nn
 
 from encoders.data import EntitySpan, Example
@@ -21,43 +23,45 @@ from encoders.heads import HEADS
 from encoders.kbert import build_tree, visible_to_mask
 from encoders.knowledge import KnowledgeSource
 from encoders.text import ModelNotFoundError, default_model_path
-from kg.storage import atomic_dir, read_model_config
+from kg.errors import KGFormatError
+from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveInt, Share, validate
+from kg.storage import atomic_dir, load_weights, read_model_config, read_tensors
 
-FORMAT = "kgpipe-encoder/1"
+FORMAT: Final = "kgpipe-encoder/1"
 KNOWLEDGE = ("none", "ernie", "kbert")
 MARKERS = {"relation": (("@", "@"), ("#", "#")), "typing": (("@", "@"),), "sequence": ()}
 
 
-@dataclass
+@pydantic.dataclasses.dataclass(config=STRICT)
 class EncoderConfig:
     """What builds a KnowledgeEncoder; saved as config.json."""
 
-    task: str
-    knowledge: str
-    labels: list[str]
-    max_length: int = 128
-    fusion_layers: list[int] = field(default_factory=list)  # ERNIE: after these layers; [] = upper half
-    triples_per_entity: int = 2  # K-BERT: branches per entity
-    branch_pieces: int = 8  # K-BERT: word pieces per branch at most
-    max_entities: int = 16
-    dropout: float = 0.1
-    freeze_entities: bool = True
-    entity_features: bool = True  # ERNIE: the head also reads the focus entities' vectors
-    knowledge_dropout: float = 0.0  # ERNIE, training only: share of examples seen without their entities
+    task: Literal["sequence", "relation", "typing"]
+    knowledge: Literal["none", "ernie", "kbert"]
+    labels: list[StrictStr]
+    max_length: Annotated[StrictInt, Field(ge=8)] = 128  # room for [CLS], [SEP] and a few pieces
+    fusion_layers: list[NonNegativeInt] = field(
+        default_factory=list
+    )  # ERNIE: after these layers; [] = upper half
+    triples_per_entity: NonNegativeInt = 2  # K-BERT: branches per entity
+    branch_pieces: PositiveInt = 8  # K-BERT: word pieces per branch at most
+    max_entities: PositiveInt = 16
+    dropout: Share = 0.1
+    freeze_entities: StrictBool = True
+    entity_features: StrictBool = True  # ERNIE: the head also reads the focus entities' vectors
+    knowledge_dropout: Share = 0.0  # ERNIE, training only: share of examples seen without their entities
     # ERNIE: weight of the knowledge expert's own loss; 0 = no expert (see KnowledgeEncoder.loss)
-    knowledge_expert: float = 0.0
-    descriptions: bool = False  # ERNIE: entity vectors also hold embedded KG descriptions
+    knowledge_expert: NonNegativeFloat = 0.0
+    descriptions: StrictBool = False  # ERNIE: entity vectors also hold embedded KG descriptions
     pretrained: str = ""  # ERNIE: the alignment pre-trained fusion it started from (provenance only)
     text_model: str = ""  # where the text model came from (provenance only)
     kg: str = ""
     transe: str = ""
-    format: str = FORMAT
+    format: Literal["kgpipe-encoder/1"] = FORMAT
 
     def __post_init__(self) -> None:
-        if self.knowledge not in KNOWLEDGE:
-            raise ValueError(f"knowledge {self.knowledge!r} is not one of {', '.join(KNOWLEDGE)}")
-        if self.task not in HEADS:
-            raise ValueError(f"task {self.task!r} is not one of {', '.join(HEADS)}")
+        if not self.labels:
+            raise ValueError("labels is empty: a head needs at least one label to predict")
 
 
 @dataclass
@@ -198,9 +202,12 @@ class KnowledgeEncoder(nn.Module):
             cfg.pretrained = str(fusion)
         return model
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the folder whole (atomically): weights, config, knowledge index, HF config + tokenizer."""
+    def save(self, folder: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+        """Write the folder whole (atomically): weights, config, knowledge index, HF config +
+        tokenizer, and `metrics` as metrics.json when given."""
         with atomic_dir(folder) as tmp:
+            if metrics is not None:
+                (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
             (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
@@ -215,13 +222,27 @@ class KnowledgeEncoder(nn.Module):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         folder = Path(folder)
-        values = read_model_config(folder, FORMAT, "an encoder folder", "kgpipe encoder finetune")
-        cfg = EncoderConfig(**values)
-        hf_config = AutoConfig.from_pretrained(folder / "text_model", local_files_only=True)
-        base = AutoModel.from_config(hf_config, add_pooling_layer=False)
-        tokenizer = AutoTokenizer.from_pretrained(folder / "text_model", local_files_only=True)
+        writer = "kgpipe encoder finetune"
+        values = read_model_config(
+            folder, FORMAT, "an encoder folder", writer, needs=("text_model/config.json", "knowledge.json")
+        )
+        cfg = validate(
+            EncoderConfig, values, folder / "config.json", f"Write the folder again with `{writer}`"
+        )
+        try:
+            hf_config = AutoConfig.from_pretrained(folder / "text_model", local_files_only=True)
+            base = AutoModel.from_config(hf_config, add_pooling_layer=False)
+            tokenizer = AutoTokenizer.from_pretrained(folder / "text_model", local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise KGFormatError(
+                folder / "text_model",
+                None,
+                f"damaged text model config or tokenizer ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})",
+                f"Write the folder again with `{writer}`",
+            ) from e
         model = cls(cfg, base, tokenizer, KnowledgeSource.load(folder))
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        weights = folder / "model.safetensors"
+        load_weights(model, read_tensors(weights, writer), weights, writer)
         return model.to(device).eval()
 
     # ---- inputs ---------------------------------------------------------------------------------

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pydantic.dataclasses
 import torch
-from safetensors.torch import load_file, save_file
+from pydantic import StrictBool
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -34,7 +36,8 @@ from encoders.ernie import EntityStream, ErnieFusion
 from encoders.finetune import length_batches, seed_everything, warmup_decay
 from kg.embed.train import device_name, resolve_device
 from kg.errors import KGFormatError, KGPipeError
-from kg.storage import atomic_dir, read_model_config
+from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share
+from kg.storage import atomic_dir, read_model_config, read_tensors
 
 if TYPE_CHECKING:
     from encoders.model import KnowledgeEncoder
@@ -47,19 +50,19 @@ FILE_CONFIG = "pretrain.json"
 PRETRAINED = ("project.", "aggregators.")
 
 
-@dataclass
+@pydantic.dataclasses.dataclass(config=STRICT)
 class PretrainConfig:
     """dEA settings; the corruption shares are ERNIE's."""
 
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    hide: float = 0.15  # share of alignments whose entity is hidden from the fusion
-    replace: float = 0.05  # share whose entity is swapped for a random one
-    seed: int = 0
-    progress: bool = True
+    epochs: PositiveInt = 1
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.01
+    warmup: Share = 0.1
+    hide: Share = 0.15  # share of alignments whose entity is hidden from the fusion
+    replace: Share = 0.05  # share whose entity is swapped for a random one
+    seed: NonNegativeInt = 0
+    progress: StrictBool = True
     device: str | None = None  # auto, cpu, cuda, cuda:N; None: where the model is
 
 
@@ -250,9 +253,13 @@ def load_fusion(fusion: ErnieFusion, folder: str | Path, base: nn.Module | None 
             raise KGFormatError(config, None, f"{key} is {meta.get(key)!r}, this model has {value!r}", fix)
     if meta.get("vectors_sha256") != vectors_fingerprint(fusion.vectors.weight):
         raise KGFormatError(config, None, "it was pre-trained on another entity vector table", fix)
-    state = load_file(str(folder / FILE_WEIGHTS))
-    missing = [k for k in fusion.state_dict() if k.startswith(PRETRAINED) and k not in state]
+    state = read_tensors(folder / FILE_WEIGHTS, writer)
+    own = {k: v for k, v in fusion.state_dict().items() if k.startswith(PRETRAINED)}
+    missing = [k for k in own if k not in state]
     if missing:
         raise KGFormatError(folder / FILE_WEIGHTS, None, f"lacks {missing[:3]}", fix)
-    fusion.load_state_dict(state, strict=False)
+    wrong = [k for k, v in own.items() if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise KGFormatError(folder / FILE_WEIGHTS, None, f"weight {wrong[0]!r} has another shape", fix)
+    fusion.load_state_dict({k: state[k] for k in own}, strict=False)
     return meta

@@ -126,8 +126,31 @@ def _delimited_rows(path: Path, delimiter: str) -> Iterator[tuple[int, str, str,
             ) from e
 
 
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """`text` with each lone UTF-16 surrogate ('\\ud800' escapes in JSON, which no UTF-8 text can
+    hold) replaced by U+FFFD, one character for one, so character offsets stay valid."""
+    return SURROGATE.sub("\ufffd", text) if SURROGATE.search(text) else text
+
+
+def _clean(value: object) -> object:
+    """A parsed JSON value with every string freed of lone surrogates."""
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {without_surrogates(k): _clean(v) for k, v in value.items()}
+    return value
+
+
 def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     """(line number, object) for each non-blank line; bad JSON or non-objects fail with file:line."""
+    path = Path(path)
+    if path.is_dir():
+        raise KGFormatError(path, None, "is a folder, not a JSONL file", "Give the path of a .jsonl file")
     try:
         with open(path, encoding="utf-8") as f:
             lines = list(f)
@@ -140,11 +163,14 @@ def read_json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
             continue
         try:
             obj = json.loads(raw)
-        except json.JSONDecodeError as e:
+            if "\\u" in raw:  # only an escape can make a lone surrogate
+                obj = _clean(obj)
+        except (ValueError, RecursionError) as e:  # bad JSON, a 5000-digit number, nesting too deep
+            reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e)[:80] or "nested too deeply"
             raise KGFormatError(
                 path,
                 number,
-                f"invalid JSON ({e.msg}): {raw.strip()[:80]!r}",
+                f"invalid JSON ({reason}): {raw.strip()[:80]!r}",
                 "Write one JSON object per line",
             ) from e
         if not isinstance(obj, dict):
@@ -387,6 +413,10 @@ def load_kg(
         raise UnknownFormatError(
             f"{path}: no such file or folder. Give the path of a KG folder or a triple file"
         )
+    if not path.is_file() and not path.is_dir():
+        raise UnknownFormatError(
+            f"{path}: neither a folder nor a regular file. Give the path of a KG folder or a triple file"
+        )
     fmt_name = format or detect_format(path)
     fmt = FORMATS.get(fmt_name)
     if fmt is None:
@@ -410,6 +440,11 @@ def load_kg(
         if fmt.enrich is not None:
             fmt.enrich(path, b)
     _enrich_entities_jsonl(folder, b)
+    if not len(b.triples.get("train", ())):
+        where = path if path.is_file() else _split_file(path, "train", fmt.extensions) or path
+        raise KGFormatError(
+            where, None, "no triples in the train split", "Give a KG with at least one (head, relation, tail)"
+        )
     return b.build(name or (path.stem if path.is_file() else path.name), f"{fmt.name}:{path}")
 
 

@@ -10,15 +10,22 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from encoders.data import Example
+from kg.embed.config import TrainConfig
 from kg.errors import KGPipeError
-from kg.graph import KnowledgeGraph
+from kg.storage import check_output
+
+if TYPE_CHECKING:
+    from encoders.data import Example
+    from kg.graph import KnowledgeGraph
+    from kg.link.linker import Linker
+
+_TRAIN = TrainConfig()  # the defaults, for --help
 
 app = typer.Typer(
     name="kgpipe",
@@ -30,14 +37,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 kg_app = typer.Typer(
-    help="Knowledge graphs: inspect, convert, train and evaluate TransE.", no_args_is_help=True
+    help="Knowledge graphs: inspect, convert, train and evaluate TransE.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(kg_app, name="kg")
 encoder_app = typer.Typer(
     help="Knowledge-fused encoders: fine-tune and evaluate text-only, ERNIE-style or K-BERT-style models.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(encoder_app, name="encoder")
 
@@ -48,6 +59,13 @@ FormatOpt = Annotated[
         "--format",
         "-f",
         help="KG format (detected when omitted): fb15k-237, wn18rr, codex, wd50k, tsv, csv, jsonl, kgpipe",
+    ),
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="write into a non-empty folder kgpipe did not write; only kgpipe's own files are replaced",
     ),
 ]
 UnseenOpt = Annotated[
@@ -69,7 +87,7 @@ def _load(path: Path, fmt: str | None, unseen: str = "add") -> KnowledgeGraph:
 
 @kg_app.command("info")
 def kg_info(
-    path: Annotated[Path, typer.Argument(help="KG folder or triple file")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="KG folder or triple file")],
     format: FormatOpt = None,
     unseen: UnseenOpt = "add",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
@@ -91,16 +109,19 @@ def kg_info(
 
 @kg_app.command("convert")
 def kg_convert(
-    path: Annotated[Path, typer.Argument(help="KG folder or triple file to read")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="KG folder or triple file to read")],
     out: Annotated[
-        Path, typer.Argument(help="folder to write (kgpipe layout: Parquet + npz + manifest.json)")
+        Path,
+        typer.Argument(metavar="OUT", help="folder to write (kgpipe layout: Parquet + npz + manifest.json)"),
     ],
     format: FormatOpt = None,
     unseen: UnseenOpt = "add",
+    force: ForceOpt = False,
 ) -> None:
     """Convert any supported KG into kgpipe's pickle-free layout (written atomically)."""
-    from kg.io import save_kg
+    from kg.io import MANIFEST_FORMAT, save_kg
 
+    check_output(out, MANIFEST_FORMAT, (path,), force)
     kg = _load(path, format, unseen)
     save_kg(kg, out)
     console.print(f"wrote {out}: {kg}")
@@ -110,27 +131,39 @@ def kg_convert(
 def kg_train(
     data: Annotated[
         Path,
-        typer.Argument(help="KG folder or triple file to train on (train split; valid for early stopping)"),
+        typer.Argument(
+            metavar="DATA",
+            help="KG folder or triple file to train on (train split; valid for early stopping)",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="checkpoint folder to write")],
     config: Annotated[
         Path | None, typer.Option("--config", help="JSON file of training settings (see kg/embed/config.py)")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="maximum epochs (early stopping may end sooner)")] = None,
-    dim: Annotated[int | None, typer.Option(help="embedding dimension")] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto")] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help=f"maximum epochs, early stopping may end sooner [default: {_TRAIN.epochs}]"),
+    ] = None,
+    dim: Annotated[int | None, typer.Option(help=f"embedding dimension [default: {_TRAIN.dim}]")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"random seed [default: {_TRAIN.seed}]")] = None,
+    device: Annotated[
+        str | None, typer.Option(help=f"auto, cpu, cuda or cuda:N [default: {_TRAIN.device}]")
+    ] = None,
     max_minutes: Annotated[
-        float | None, typer.Option("--max-minutes", help="stop training after this many minutes")
+        float | None,
+        typer.Option("--max-minutes", help="stop training after this many minutes [default: no limit]"),
     ] = None,
     format: FormatOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Train TransE; write model.safetensors, config.json, metrics.json and curve.png to --out.
 
     Under `torchrun --nproc-per-node N $(which kgpipe) kg train ...` the processes share the work (DDP).
     """
     from kg.embed import TrainConfig, train_transe
+    from kg.embed.checkpoint import FORMAT
 
+    check_output(out, FORMAT, (data, config), force)
     cfg = TrainConfig.from_file(config) if config else TrainConfig()
     overrides = {"epochs": epochs, "dim": dim, "seed": seed, "device": device, "max_minutes": max_minutes}
     cfg = TrainConfig.from_dict(
@@ -150,7 +183,9 @@ def kg_train(
 
 @kg_app.command("eval")
 def kg_eval(
-    model_dir: Annotated[Path, typer.Argument(help="checkpoint folder written by `kgpipe kg train`")],
+    model_dir: Annotated[
+        Path, typer.Argument(metavar="DIR", help="checkpoint folder written by `kgpipe kg train`")
+    ],
     data: Annotated[Path, typer.Option("--data", help="KG whose split to rank (filtered by all its splits)")],
     split: Annotated[str, typer.Option(help="train, valid or test")] = "test",
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
@@ -167,7 +202,11 @@ def kg_eval(
 @kg_app.command("names")
 def kg_names(
     corpus: Annotated[
-        Path, typer.Argument(help="JSONL of articles with 'title' and 'text' (Wikipedia lead paragraphs)")
+        Path,
+        typer.Argument(
+            metavar="LEADS.jsonl",
+            help="JSONL of articles with 'title' and 'text' (Wikipedia lead paragraphs)",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet (qid, name) to write")],
     kg_path: Annotated[
@@ -185,6 +224,7 @@ def kg_names(
     from kg.io import bundled_kg_path, load_kg
     from kg.link.leads import mine, qids_by_title, read_articles, save_names
 
+    check_output(out, None, (corpus, kg_path, titles))
     kg = load_kg(kg_path or bundled_kg_path())
     names = mine(read_articles(corpus), qids_by_title(kg, titles))
     save_names(names, out)
@@ -224,19 +264,26 @@ def link(
     ] = False,
     min_score: Annotated[
         float | None,
-        typer.Option("--min-score", help="NIL below this score (default: the scorer's threshold)"),
+        typer.Option("--min-score", help="NIL below this score, 0 to 1 (default: the scorer's threshold)"),
     ] = None,
 ) -> None:
-    """Link entity mentions in text to KG entities (Wikidata QIDs), writing ELEVANT-style JSONL."""
+    """Link entity mentions in English text to KG entities (Wikidata QIDs), writing ELEVANT-style JSONL."""
     from tqdm.auto import tqdm
 
-    from encoders.text import text_embedder
     from kg.link.io import read_documents, write_linked
-    from kg.link.linker import Linker
 
+    if min_score is not None and not 0.0 <= min_score <= 1.0:  # NaN fails this too
+        raise typer.BadParameter(
+            f"must be a probability from 0 to 1, not {min_score}", param_hint="'--min-score'"
+        )
+    check_output(out, None, (infile, kg_path))
     start = time.perf_counter()
     docs = read_documents(infile, spans)
-    linker = Linker.load(kg_path, min_score=min_score, embed=text_embedder())
+    if not docs:  # nothing to link: no models to load
+        write_linked(out, [], [])
+        console.print(f"no documents in {infile}; wrote an empty {out}")
+        return
+    linker = _linker(kg_path, min_score)
     results = []
     batch = 64
     with tqdm(total=len(docs), desc="linking", unit="doc", file=sys.stderr) as bar:
@@ -298,13 +345,16 @@ def encoder_finetune(
             help="ernie: start the fusion from a folder written by `kgpipe encoder pretrain` (same --transe)",
         ),
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Fine-tune a head on a text model, with or without knowledge; writes DIR/model.safetensors + config.json."""
     from encoders.data import TASKS, read_examples
     from encoders.finetune import FinetuneConfig, evaluate, finetune, summary
     from encoders.knowledge import knowledge_for
-    from encoders.model import KNOWLEDGE, EncoderConfig, KnowledgeEncoder
+    from encoders.model import FORMAT, KNOWLEDGE, EncoderConfig, KnowledgeEncoder
     from kg.embed.train import resolve_device
+    from kg.errors import KGFormatError
+    from kg.settings import validate
 
     if task not in TASKS:
         raise typer.BadParameter(f"TASK must be one of {', '.join(TASKS)}, not {task!r}")
@@ -319,13 +369,30 @@ def encoder_finetune(
             "--pretrained fusions are trained on TransE vectors alone; leave out --descriptions"
         )
     _positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--max-length", max_length))
+    check_output(out, FORMAT, (train, dev, kg_path, transe, model, pretrained), force)
     resolve_device(device)  # a typo or a missing GPU fails before the model loads
     train_ex, dev_ex = read_examples(train, task), read_examples(dev, task)
     if link:
         _link_examples(train_ex + dev_ex, kg_path)
     labels = sorted({label for ex in train_ex for label in ex.labels})
-    cfg = EncoderConfig(task, knowledge, labels, max_length=max_length, descriptions=descriptions)
-    cfg.kg, cfg.transe = str(kg_path or ""), str(transe or "")
+    if not labels:
+        raise KGFormatError(
+            train, None, "no example has a label", 'Give typing examples "labels": ["type", ...]'
+        )
+    cfg = validate(
+        EncoderConfig,
+        {
+            "task": task,
+            "knowledge": knowledge,
+            "labels": labels,
+            "max_length": max_length,
+            "descriptions": descriptions,
+            "kg": str(kg_path or ""),
+            "transe": str(transe or ""),
+        },
+        "command line",
+        "Fix the option",
+    )
     source = knowledge_for(knowledge, kg_path, transe, descriptions=descriptions)
     net = KnowledgeEncoder.create(cfg, source, model, seed=seed, fusion=pretrained)
     history = finetune(
@@ -334,9 +401,8 @@ def encoder_finetune(
         dev_ex,
         FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device),
     )
-    net.save(out)
     result = {**summary(history), "best_dev": evaluate(net, dev_ex)}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    net.save(out, metrics=result)
     console.print(
         f"{task}/{knowledge}: dev macro-F1 {result['best_dev']['macro_f1']:.4f}, micro-F1 {result['best_dev']['micro_f1']:.4f} "
         f"(best epoch {history.best_epoch}, {history.seconds:.0f} s) -> {out}"
@@ -371,16 +437,18 @@ def encoder_pretrain(
     device: Annotated[
         str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
     ] = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """ERNIE's alignment pre-training (denoising entity auto-encoder) of the fusion on linked text;
     `encoder finetune --knowledge ernie --pretrained DIR` starts from it."""
     from encoders.data import read_texts
     from encoders.knowledge import knowledge_for
     from encoders.model import EncoderConfig, KnowledgeEncoder
-    from encoders.pretrain import PretrainConfig, pretrain, save_fusion
+    from encoders.pretrain import FORMAT, PretrainConfig, pretrain, save_fusion
     from kg.embed.train import resolve_device
 
     _positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr))
+    check_output(out, FORMAT, (data, kg_path, transe, model), force)
     resolve_device(device)
     texts = read_texts(data)
     bare = [ex for ex in texts if not ex.entities]
@@ -409,12 +477,21 @@ def _positive(*options: tuple[str, float]) -> None:
             raise typer.BadParameter(f"{name} must be positive, not {value}")
 
 
+def _linker(kg_path: Path | None, min_score: float | None = None) -> Linker:
+    """The linker over `kg_path` (default: the bundled KG); a KG it cannot use fails before the
+    text model loads."""
+    from encoders.text import text_embedder
+    from kg.io import bundled_kg_path, load_kg
+    from kg.link.linker import Linker, require_names
+
+    kg = require_names(load_kg(kg_path or bundled_kg_path()))
+    return Linker(kg, min_score=min_score, embed=text_embedder())
+
+
 def _link_examples(examples: list[Example], kg_path: Path | None) -> None:
     from encoders.knowledge import link_examples
-    from encoders.text import text_embedder
-    from kg.link.linker import Linker
 
-    n = link_examples(examples, Linker.load(kg_path, embed=text_embedder()))
+    n = link_examples(examples, _linker(kg_path))
     console.print(f"linked {n:,} entity mentions in examples that named none")
 
 
@@ -456,16 +533,49 @@ def demo(
     run_demo(kg_path)
 
 
-def main() -> None:
-    """Console entry point: run the app, turning kgpipe's own errors into one line on stderr."""
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app; every error is one line on stderr, exit 2 for bad input.
+
+    A bug (any other exception) is one line too, exit 1, with the traceback when KGPIPE_DEBUG=1.
+    """
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
     try:
-        app()
+        code = app(args=argv, standalone_mode=False)
     except KGPipeError as e:
-        print(f"kgpipe: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        print(f"kgpipe: error: {e.strerror}: {e.filename}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e), 2)
+    except typer.Abort:
+        _fail("interrupted", 130)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except typer.TyperException as e:  # click's usage errors: bad option, missing argument, ...
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            sys.exit(0)
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _fail(" ".join(message.split()) + hint, int(getattr(e, "exit_code", 2)))
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        _fail(f"{e.strerror or e}{where}", 2)
+    except Exception as e:
+        if os.environ.get("KGPIPE_DEBUG"):
+            raise
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        _fail(
+            f"internal error, a bug in kgpipe ({type(e).__name__}: {first}); please report it with "
+            "the command, or run again with KGPIPE_DEBUG=1 for the traceback",
+            1,
+        )
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"kgpipe: error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from kg.embed.model import TransE, TransEConfig, pairwise_distance
-from kg.errors import UnknownEntityError
+from kg.errors import KGFormatError, UnknownEntityError
 from kg.graph import KnowledgeGraph
-from kg.storage import atomic_dir, read_model_config, write_json
+from kg.settings import validate
+from kg.storage import atomic_dir, load_weights, read_model_config, read_parquet, read_tensors, write_json
 
 FORMAT = "kgpipe-transe"
 
@@ -85,14 +86,28 @@ class EntityVectors:
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> EntityVectors:
         folder = Path(folder)
-        config = read_model_config(folder, FORMAT, "a TransE checkpoint", "kgpipe kg train")
-        tensors = load_file(folder / "model.safetensors")
-        model_cfg = TransEConfig(**config["model"])
+        writer = "kgpipe kg train"
+        config = read_model_config(
+            folder, FORMAT, "a TransE checkpoint", writer, needs=("entities.parquet", "relations.parquet")
+        )
+        model_cfg = validate(
+            TransEConfig, config.get("model"), folder / "config.json", f"Write it again with `{writer}`"
+        )
         model = TransE(model_cfg)
-        model.entity.weight.data.copy_(tensors["entity"])
-        model.relation.weight.data.copy_(tensors["relation"])
-        ents = pq.read_table(folder / "entities.parquet").to_pydict()
-        rels = pq.read_table(folder / "relations.parquet").to_pydict()
+        tensors = read_tensors(folder / "model.safetensors", writer)
+        load_weights(
+            model, {f"{k}.weight": v for k, v in tensors.items()}, folder / "model.safetensors", writer
+        )
+        ents = read_parquet(folder / "entities.parquet", ("key", "qid", "label"), writer)
+        rels = read_parquet(folder / "relations.parquet", ("key",), writer)
+        if len(ents["key"]) != model_cfg.num_entities or len(rels["key"]) != model_cfg.num_relations:
+            raise KGFormatError(
+                folder,
+                None,
+                f"entities.parquet / relations.parquet list {len(ents['key'])} / {len(rels['key'])} rows, "
+                f"the model has {model_cfg.num_entities} / {model_cfg.num_relations}",
+                f"Write the folder again with `{writer}`",
+            )
         return cls(model.to(device).eval(), ents["key"], ents["qid"], ents["label"], rels["key"], config)
 
     def entity_id(self, key_or_qid: str) -> int:

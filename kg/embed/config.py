@@ -6,17 +6,30 @@ Defaults are what `kgpipe kg train DATA --out DIR` uses on any KG.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StrictBool, field_validator
+from pydantic.dataclasses import dataclass
 
 from kg.errors import KGFormatError
+from kg.settings import (
+    STRICT,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    known_fields,
+    validate,
+)
 
 LOSSES = ("self_adversarial", "margin_ranking")
 SAMPLERS = ("bernoulli", "uniform")
 
 
-@dataclass
+@dataclass(config=STRICT)
 class TrainConfig:
     """TransE training settings.
 
@@ -26,61 +39,44 @@ class TrainConfig:
     `max_minutes`; the best validated weights are kept.
     """
 
-    dim: int = 256
-    p_norm: int = 1
-    margin: float = 9.0
-    reciprocal: bool = True
-    loss: str = "self_adversarial"
-    adversarial_temperature: float = 0.25
-    negatives: int = 256
-    chunk_size: int = 64
-    batch_size: int = 1024
-    sampler: str = "bernoulli"
-    lr: float = 2e-3
-    lr_decay: float = 0.5  # learning rate factor after each validation that brings no better MRR
-    regularization: float = 0.0
-    epochs: int = 200
-    eval_every: int = 10
-    patience: int = 3
-    valid_sample: int = 5000
-    max_minutes: float = 0.0  # 0: no time limit
-    seed: int = 0
+    dim: PositiveInt = 256
+    p_norm: Literal[1, 2] = 1
+    margin: PositiveFloat = 9.0
+    reciprocal: StrictBool = True
+    loss: Literal["self_adversarial", "margin_ranking"] = "self_adversarial"
+    adversarial_temperature: NonNegativeFloat = 0.25
+    negatives: PositiveInt = 256
+    chunk_size: PositiveInt = 64
+    batch_size: PositiveInt = 1024
+    sampler: Literal["bernoulli", "uniform"] = "bernoulli"
+    lr: PositiveFloat = 2e-3
+    # learning rate factor after each validation that brings no better MRR (1: never lowered)
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.5
+    regularization: NonNegativeFloat = 0.0
+    epochs: PositiveInt = 200
+    eval_every: PositiveInt = 10
+    patience: NonNegativeInt = 3
+    valid_sample: NonNegativeInt = 5000
+    max_minutes: NonNegativeFloat = 0.0  # 0: no time limit
+    seed: NonNegativeInt = 0
     device: str = "auto"
-    mixed_precision: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    mixed_precision: StrictBool = True  # bf16 autocast on CUDA; ignored on CPU
 
-    def __post_init__(self) -> None:
-        checks = [
-            (self.loss in LOSSES, f"loss must be one of {LOSSES}, not {self.loss!r}"),
-            (self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}, not {self.sampler!r}"),
-            (self.p_norm in (1, 2), f"p_norm must be 1 or 2, not {self.p_norm}"),
-            (
-                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-                f"device must be auto, cpu or cuda, not {self.device!r}",
-            ),
-        ]
-        checks += [
-            (getattr(self, k) > 0, f"{k} must be positive, not {getattr(self, k)}")
-            for k in ("dim", "negatives", "chunk_size", "batch_size", "lr", "epochs", "eval_every")
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
+            return value
+        raise ValueError(f"should be auto, cpu, cuda or cuda:N, not {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise KGFormatError(
-                where, None, f"unknown training setting(s) {unknown}", f"Use only: {', '.join(sorted(known))}"
-            )
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as e:
-            raise KGFormatError(where, None, str(e), "Fix the value") from e
+        return validate(
+            cls, values, where, f"Fix the value; the settings are: {', '.join(known_fields(cls))}"
+        )
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:

@@ -5,10 +5,15 @@ The interaction is stateless (`distance`), so training, ranking and search share
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from typing import Literal
 
 import torch
+from pydantic import StrictBool
+from pydantic.dataclasses import dataclass
 from torch import nn
+
+from kg.settings import STRICT, PositiveFloat, PositiveInt
 
 
 def distance(q: torch.Tensor, t: torch.Tensor, p: int) -> torch.Tensor:
@@ -32,16 +37,16 @@ def pairwise_distance(q: torch.Tensor, candidates: torch.Tensor, p: int) -> torc
     return torch.cdist(q, candidates, p=p)
 
 
-@dataclass
+@dataclass(config=STRICT)
 class TransEConfig:
     """Shapes and geometry of a TransE model (what `config.json` stores beside the weights)."""
 
-    num_entities: int
-    num_relations: int
-    dim: int = 256
-    p_norm: int = 2
-    margin: float = 9.0  # γ: the score is γ - distance
-    reciprocal: bool = False  # head prediction uses its own inverse relation vectors (t + r⁻¹ ≈ h)
+    num_entities: PositiveInt
+    num_relations: PositiveInt
+    dim: PositiveInt = 256
+    p_norm: Literal[1, 2] = 2
+    margin: PositiveFloat = 9.0  # γ: the score is γ - distance
+    reciprocal: StrictBool = False  # head prediction uses its own inverse relation vectors (t + r⁻¹ ≈ h)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -1,6 +1,9 @@
 """The spaCy pipeline component `kgpipe_linker`: `nlp.add_pipe("kgpipe_linker")` after the NER.
 
-It sets `ent.kb_id_` (a Wikidata QID, or '' for NIL) and `ent._.kg_score` on `doc.ents`.
+Like spaCy's own EntityLinker it keeps every entity the NER found (dates, numbers and money too)
+and sets `kb_id_` (a Wikidata QID) and `._.kg_score` on those it links; the KG names the NER
+missed are added to `doc.ents` where they overlap none of its entities, and every linked mention,
+overlapping or not, is in the span group `doc.spans["kg_entities"]`.
 """
 
 from __future__ import annotations
@@ -20,14 +23,20 @@ if not Span.has_extension("kg_score"):
     Span.set_extension("kg_score", default=None)
 
 
+SPAN_GROUP = "kg_entities"
+
+
 class KGLinkerComponent:
     """Links `doc.ents` (plus KG-alias matches the NER missed) to one KG.
 
     kg (str | None): KG folder or file; the bundled FB15k-237 when None.
-    min_score (float | None): NIL below this confidence; the trained scorer's threshold when None.
-    keep_nil (bool): keep NER entities that link to nothing, with an empty `kb_id_`.
+    min_score (float | None): NIL below this confidence (0 to 1); the trained scorer's threshold when None.
+    keep_nil (bool): also put the mentions judged NIL into `doc.spans["kg_entities"]`, with an
+        empty `kb_id_` (the NER's own entities stay in `doc.ents` either way).
     embedder (texts → unit vectors | None): for context similarity; by default the MiniLM text
         model, named in the config as {"@misc": "kgpipe.text_embedder.v1"}; None switches it off.
+
+    The text is read as English (the linker's word lists and its scorer's training data are).
     """
 
     def __init__(
@@ -54,15 +63,37 @@ class KGLinkerComponent:
         ]
 
     def set_annotations(self, docs: Iterable[Doc], linked: list[list[LinkedEntity]]) -> None:
+        """Every NER entity stays; a linked mention gives its QID to the NER entity it is (or, as
+        'Reagan' in "Reagan 's", the one NER entity it alone lies in); the others join `doc.ents`
+        where they overlap nothing. All linked mentions go to `doc.spans["kg_entities"]`."""
         for doc, entities in zip(docs, linked, strict=True):
-            spans = []
+            ents = list(doc.ents)
+            group: list[Span] = []
+            inside: dict[int, list[Span]] = {}  # NER entity index → linked spans within it
+            extra: list[Span] = []
             for x in entities:
                 label = x.label if x.label not in ("ALIAS", "PART") else "ENTITY"  # no NER type
                 span = doc.char_span(x.start, x.end, label=label, kb_id=x.qid, alignment_mode="expand")
-                if span is not None:
-                    span._.kg_score = x.score if x.qid else None
-                    spans.append(span)
-            doc.ents = filter_spans(spans)
+                if span is None:
+                    continue
+                span._.kg_score = x.score if x.qid else None
+                group.append(span)
+                if not x.qid:
+                    continue
+                hosts = [i for i, e in enumerate(ents) if e.start < span.end and span.start < e.end]
+                if len(hosts) == 1 and ents[hosts[0]].start <= span.start and span.end <= ents[hosts[0]].end:
+                    inside.setdefault(hosts[0], []).append(span)
+                elif not hosts:
+                    extra.append(span)
+            for i, spans in inside.items():
+                exact = [s for s in spans if (s.start, s.end) == (ents[i].start, ents[i].end)]
+                chosen = exact[0] if exact else spans[0] if len(spans) == 1 else None
+                if chosen is not None:
+                    e = ents[i]
+                    ents[i] = Span(doc, e.start, e.end, label=e.label_, kb_id=chosen.kb_id_)
+                    ents[i]._.kg_score = chosen._.kg_score
+            doc.ents = sorted(ents + filter_spans(extra), key=lambda s: s.start)
+            doc.spans[SPAN_GROUP] = group
 
     def __call__(self, doc: Doc) -> Doc:
         self.set_annotations([doc], self.predict([doc]))

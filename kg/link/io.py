@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kg.errors import KGFormatError
 from kg.io import read_json_lines
-from kg.link.linker import LinkedEntity
 from kg.storage import atomic_write
+
+if TYPE_CHECKING:
+    from kg.link.linker import LinkedEntity
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class Document:
     spans: list[tuple[int, int]] | None = None
 
 
-def _spans(obj: dict[str, object], path: Path, line: int) -> list[tuple[int, int]]:
+def _spans(obj: dict[str, object], text: str, path: Path, line: int) -> list[tuple[int, int]]:
     raw = obj.get("labels", obj.get("mentions"))
     if not isinstance(raw, list):
         raise KGFormatError(
@@ -34,9 +37,20 @@ def _spans(obj: dict[str, object], path: Path, line: int) -> list[tuple[int, int
     spans = []
     for item in raw:
         span = item.get("span") if isinstance(item, dict) else item
-        if not (isinstance(span, list | tuple) and len(span) == 2 and all(isinstance(x, int) for x in span)):
+        if not (
+            isinstance(span, list | tuple)
+            and len(span) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
+        ):
             raise KGFormatError(
                 path, line, f"a span must be [start, end] character offsets, got {span!r}", "Fix the span"
+            )
+        if not 0 <= span[0] < span[1] <= len(text):
+            raise KGFormatError(
+                path,
+                line,
+                f"span {list(span)} is not inside the {len(text)}-character text",
+                "Give [start, end) offsets into 'text' with start < end",
             )
         spans.append((span[0], span[1]))
     return spans
@@ -55,7 +69,7 @@ def read_documents(path: str | Path, with_spans: bool = False) -> list[Document]
                 'Write lines like {"id": 1, "text": "..."}',
             )
         docs.append(
-            Document(obj.get("id", len(docs)), text, _spans(obj, path, number) if with_spans else None)
+            Document(obj.get("id", len(docs)), text, _spans(obj, text, path, number) if with_spans else None)
         )
     return docs
 

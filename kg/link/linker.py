@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,7 @@ import torch
 from kg.embed.checkpoint import EntityVectors
 from kg.errors import KGPipeError
 from kg.graph import KnowledgeGraph
-from kg.io import data_root, load_kg
+from kg.io import data_root, load_kg, without_surrogates
 from kg.link.aliases import AliasTable, Candidate, normalize
 from kg.link.candidates import CandidateGenerator, person_antecedents
 from kg.link.dense import DenseIndex, Embed, entity_vectors
@@ -29,8 +29,14 @@ from kg.link.nlp import load_spacy
 if TYPE_CHECKING:
     from spacy.language import Language
 
-MAX_TEXT_BYTES = 1_000_000
+MAX_TEXT_BYTES = 100_000_000
 DOC_CONTEXT_CHARS = 400  # the opening of a document that its context vector reads (about 80 word pieces)
+# a longer text is linked as pieces of at most this many characters, cut between paragraphs (else
+# lines, sentences, words): what coheres in a document (the collective pass, a surname after the
+# full name) is near at hand, and comparing each mention with every other of a book would make the
+# cost grow with the square of its length. 20k characters hold a long news article whole.
+PIECE_CHARS = 20_000
+_CUTS = ("\n\n", "\n", ". ", "? ", "! ", "; ", " ")
 
 
 class BadTextError(KGPipeError):
@@ -93,11 +99,48 @@ def check_text(text: object, where: str = "input") -> str:
             ) from e
     if not isinstance(text, str):
         raise BadTextError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+    text = without_surrogates(text)
     if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
         raise BadTextError(
             f"{where}: text is {len(text.encode('utf-8')):,} bytes, over the {MAX_TEXT_BYTES:,}-byte limit; split it into documents"
         )
     return text
+
+
+def text_pieces(
+    text: str, limit: int = PIECE_CHARS, keep: Sequence[tuple[int, int]] = ()
+) -> list[tuple[int, int]]:
+    """[start, end) pieces of `text`, each at most `limit` characters (unless a span of `keep`
+    is longer), cut at the last paragraph break of the window, else line break, sentence end or
+    space, never inside a span of `keep`."""
+    out, lo = [], 0
+    while len(text) - lo > limit:
+        window = text[lo : lo + limit]
+        cut = 0
+        for sep in _CUTS:
+            at = window.rfind(sep, limit // 2)
+            if at > 0:
+                cut = lo + at + len(sep)
+                break
+        cut = cut or lo + limit
+        for s, e in keep:  # never through a given span: before it, or after it when it opens the piece
+            if s < cut < e:
+                cut = s if s > lo else e
+        out.append((lo, cut))
+        lo = cut
+    out.append((lo, len(text)))
+    return out
+
+
+def require_names(kg: KnowledgeGraph) -> KnowledgeGraph:
+    """`kg`, if any of its entities has a name; the linker finds entities by their names."""
+    if not any(kg.labels):
+        raise KGPipeError(
+            f"KG {kg.name!r} ({kg.source}): no entity has a name (label), and the linker finds "
+            "entities by their names. Put an entities.jsonl with 'id' and 'label' per entity beside "
+            "its triples (README: Knowledge graphs), or link to a KG with names such as the bundled FB15k-237"
+        )
+    return kg
 
 
 class Linker:
@@ -119,6 +162,7 @@ class Linker:
         `transe`: TransE vectors for graph coherence; by default the bundled FB15k-237 model where
         it knows most of `kg`'s entities (matched by key or QID), else none. `other_names`: QID →
         names the KG lacks (default: those mined from Wikipedia leads, `data/linker/names.parquet`)."""
+        require_names(kg)
         self.kg = kg
         self.nlp = nlp if nlp is not None else load_spacy(spacy_model, enable=["ner"])
         if other_names is None and bundled_names_path().exists():
@@ -168,6 +212,25 @@ class Linker:
                 raise BadTextError(
                     f"document {i}: span {list(bad[0])} is not inside its {len(texts[i])}-character text; give [start, end) offsets with start < end"
                 )
+        # long texts are linked piece by piece (see PIECE_CHARS), so the cost grows with the length
+        where: list[tuple[int, int]] = []  # each piece's document and offset
+        piece_texts: list[str] = []
+        piece_spans: list[list[tuple[int, int]]] = []
+        for i, text in enumerate(texts):
+            given = list(spans[i]) if spans is not None else []
+            for lo, hi in text_pieces(text, PIECE_CHARS, given):
+                where.append((i, lo))
+                piece_texts.append(text[lo:hi])
+                piece_spans.append([(s - lo, e - lo) for s, e in given if lo <= s and e <= hi])
+        linked = self._link_pieces(piece_texts, piece_spans if spans is not None else None, batch_size)
+        results: list[list[LinkedEntity]] = [[] for _ in texts]
+        for (i, lo), found in zip(where, linked, strict=True):
+            results[i] += [replace(x, start=x.start + lo, end=x.end + lo) for x in found] if lo else found
+        return results
+
+    def _link_pieces(
+        self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]] | None, batch_size: int
+    ) -> list[list[LinkedEntity]]:
         results = []
         chunk = 8 * batch_size  # documents held at once
         with ThreadPoolExecutor(1) as pool:

