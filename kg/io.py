@@ -17,9 +17,11 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from kg.errors import KGFormatError, UnknownFormatError
 from kg.graph import SPLITS, KnowledgeGraph
+from kg.settings import describe
 from kg.storage import atomic_dir, sha256, write_json
 
 Unseen = Literal["add", "drop", "error"]
@@ -197,51 +199,93 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, str, str, str]]:
 
 
 def _load_json(path: Path) -> object:
+    text = _read_text(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise KGFormatError(path, e.lineno, f"invalid JSON ({e.msg})", "Repair the file or remove it") from e
+    except (ValueError, RecursionError) as e:
+        raise KGFormatError(
+            path, None, f"invalid JSON ({str(e)[:80]})", "Repair the file or remove it"
+        ) from e
+
+
+def _read_text(path: Path) -> str:
+    """A whole side file as text; bytes that are not UTF-8 fail with the file and the fix."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise KGFormatError(
+            path, None, f"not UTF-8 text ({e.reason} at byte {e.start})", "Re-encode as UTF-8"
+        ) from e
 
 
 # ---- side files (names, aliases, descriptions, types) ----------------------------------------
-def _enrich_fb15k(folder: Path, b: _Builder) -> None:
-    mapping = _load_json(folder / "entity2wikidata.json")
-    if not isinstance(mapping, dict):
+class EntityRecord(BaseModel):
+    """One entity's names in a side file, typed: a number is no label, a string no alias list.
+    FB15k-237's `wikidata_id` and `alternatives` are read as `qid` and `aliases`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    qid: str | None = Field(None, validation_alias=AliasChoices("qid", "wikidata_id"))
+    label: str | None = None
+    aliases: list[str] | None = Field(None, validation_alias=AliasChoices("aliases", "alternatives"))
+    description: str | None = None
+    types: list[str] | None = None
+
+
+_TYPES = TypeAdapter(dict[str, list[str]])
+
+
+def _records(path: Path, obj: object, line: int | None = None) -> dict[str, EntityRecord]:
+    """{key: record} from a JSON object keyed by entity, each value checked."""
+    fix = 'Write {"KEY": {"label": "...", "aliases": ["..."], "description": "..."}, ...}'
+    if not isinstance(obj, dict):
         raise KGFormatError(
-            folder / "entity2wikidata.json",
-            1,
-            "expected an object keyed by MID",
-            "Use the FB15k-237 Wikidata mapping",
+            path, line or 1, f"expected a JSON object keyed by entity, got {str(obj)[:60]}", fix
         )
-    for mid, m in mapping.items():
-        if isinstance(m, dict):
-            b.set_meta(
-                mid,
-                qid=m.get("wikidata_id") or "",
-                label=m.get("label") or "",
-                aliases=list(m.get("alternatives") or []),
-                description=m.get("description") or "",
-            )
+    out = {}
+    for key, value in obj.items():
+        try:
+            out[str(key)] = EntityRecord.model_validate(value)
+        except ValidationError as e:
+            raise KGFormatError(path, line, f"entity {key!r}: {describe(e)}", fix) from e
+    return out
+
+
+def _set_names(b: _Builder, key: str, r: EntityRecord) -> None:
+    b.set_meta(
+        key,
+        qid=r.qid or "",
+        label=r.label or "",
+        aliases=r.aliases or [],
+        description=r.description or "",
+        types=r.types or [],
+    )
+
+
+def _enrich_fb15k(folder: Path, b: _Builder) -> None:
+    path = folder / "entity2wikidata.json"
+    for mid, record in _records(path, _load_json(path)).items():
+        _set_names(b, mid, record)
     _relation_text(folder, b)
 
 
 def _enrich_wn18rr(folder: Path, b: _Builder) -> None:
     path = folder / "entity2text.txt"
-    with open(path, encoding="utf-8") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            key, sep, text = raw.rstrip("\r\n").partition("\t")
-            if not sep:
-                raise KGFormatError(
-                    path,
-                    number,
-                    f"expected 'offset<TAB>lemma, gloss', got {raw.strip()[:80]!r}",
-                    "Fix the line",
-                )
-            lemma, _, gloss = text.partition(", ")
-            b.set_meta(key, label=lemma.strip(), description=gloss.strip())
+    for number, raw in enumerate(_read_text(path).splitlines(), 1):
+        if not raw.strip():
+            continue
+        key, sep, text = raw.rstrip("\r\n").partition("\t")
+        if not sep:
+            raise KGFormatError(
+                path,
+                number,
+                f"expected 'offset<TAB>lemma, gloss', got {raw.strip()[:80]!r}",
+                "Fix the line",
+            )
+        lemma, _, gloss = text.partition(", ")
+        b.set_meta(key, label=lemma.strip(), description=gloss.strip())
     _relation_text(folder, b)
 
 
@@ -249,11 +293,10 @@ def _relation_text(folder: Path, b: _Builder) -> None:
     path = folder / "relation2text.txt"
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        for raw in f:
-            key, _, text = raw.rstrip("\r\n").partition("\t")
-            if text:
-                b.relation_labels[key] = text.strip()
+    for raw in _read_text(path).splitlines():
+        key, _, text = raw.rstrip("\r\n").partition("\t")
+        if text:
+            b.relation_labels[key] = text.strip()
 
 
 def _enrich_wikidata(folder: Path, b: _Builder) -> None:
@@ -261,24 +304,21 @@ def _enrich_wikidata(folder: Path, b: _Builder) -> None:
     for place in (folder, folder.parent / "codex"):
         types_path = place / "entity2types.json"
         if types_path.exists():
-            types = _load_json(types_path)
-            if isinstance(types, dict):
-                for qid, ts in types.items():
-                    b.set_meta(qid, types=list(ts))
+            try:
+                types = _TYPES.validate_python(_load_json(types_path), strict=True)
+            except ValidationError as e:
+                raise KGFormatError(types_path, None, describe(e), 'Write {"Q42": ["Q5"], ...}') from e
+            for qid, ts in types.items():
+                b.set_meta(qid, types=ts)
         rel_path = place / "relations.json"
         if rel_path.exists():
-            rels = _load_json(rel_path)
-            if isinstance(rels, dict):
-                for pid, r in rels.items():
-                    if isinstance(r, dict) and pid in b.relations:
-                        b.relation_labels.setdefault(pid, str(r.get("label", "")))
+            for pid, r in _records(rel_path, _load_json(rel_path)).items():
+                if pid in b.relations and r.label:
+                    b.relation_labels.setdefault(pid, r.label)
         ent_path = place / "entities.json"
         if ent_path.exists():
-            ents = _load_json(ent_path)
-            if isinstance(ents, dict):
-                for qid, e in ents.items():
-                    if isinstance(e, dict):
-                        b.set_meta(qid, label=e.get("label", ""), description=e.get("description", ""))
+            for qid, r in _records(ent_path, _load_json(ent_path)).items():
+                _set_names(b, qid, r)
 
 
 def _enrich_entities_jsonl(folder: Path, b: _Builder) -> None:
@@ -295,22 +335,7 @@ def _enrich_entities_jsonl(folder: Path, b: _Builder) -> None:
                 f"missing string field 'id': {json.dumps(obj)[:80]}",
                 "Give every entity an 'id' as used in the triples",
             )
-        aliases = obj.get("aliases") or []
-        if not isinstance(aliases, list):
-            raise KGFormatError(
-                path,
-                number,
-                f"'aliases' must be a list of strings, got {aliases!r}",
-                'Write "aliases": ["..."]',
-            )
-        b.set_meta(
-            key,
-            qid=obj.get("qid", ""),
-            label=obj.get("label", ""),
-            aliases=[str(a) for a in aliases],
-            description=obj.get("description", ""),
-            types=[str(t) for t in obj.get("types") or []],  # type: ignore[attr-defined]
-        )
+        _set_names(b, key, _records(path, {key: obj}, number)[key])
 
 
 FORMATS: dict[str, KGFormat] = {
