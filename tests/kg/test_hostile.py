@@ -25,9 +25,7 @@ SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 # text that is likely to break parsers: separators, quotes, braces, newlines, odd Unicode
-ALPHABET = st.sampled_from(
-    [*list("ab\t,\n\r \"'{}[]:\\Q1P2.#-"), "é", "\u2028", "\x00", "\ufeff", "😀"]
-)
+ALPHABET = st.sampled_from([*list("ab\t,\n\r \"'{}[]:\\Q1P2.#-"), "é", "\u2028", "\x00", "\ufeff", "😀"])
 LINES = st.text(ALPHABET, max_size=200)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

@@ -175,3 +175,50 @@ def test_encoder_pretrain_refuses_bad_options_and_unlinked_texts(tmp_path: Path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "none of the 1 texts names an entity" in done.stderr and "texts.jsonl" in done.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_force_writes_into_a_users_folder_and_keeps_every_other_file(kg_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    p = run("kg", "convert", str(kg_dir / "wn18rr"), str(out))
+    assert p.returncode == 2 and "--force" in p.stderr and (out / "keep.txt").read_text() == "mine"
+    p = run("kg", "convert", str(kg_dir / "wn18rr"), str(out), "--force")
+    assert p.returncode == 0, p.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    assert json.loads(run("kg", "info", str(out), "--json").stdout)["triples"]["train"] == 300
+    # a kgpipe KG folder of the same kind is rewritten without --force, the user's file still kept
+    p = run("kg", "convert", str(kg_dir / "codex-s"), str(out))
+    assert p.returncode == 0, p.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    assert json.loads(run("kg", "info", str(out), "--json").stdout)["source"].startswith("codex:")
+
+
+def test_link_replaces_a_lone_surrogate_and_links_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"text": "a \\ud800 b Paris"}\n')
+    p = run("link", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl"))
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and "Loading weights" not in p.stderr
+    (line,) = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(m["span"], m["id"]) for m in line["entity_mentions"]] == [([6, 11], "Q90")]
+
+
+def test_link_answers_an_empty_input_without_loading_models(tmp_path: Path) -> None:
+    import time
+
+    (tmp_path / "empty.jsonl").write_text("\n")
+    start = time.perf_counter()
+    p = run("link", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "out.jsonl"))
+    assert p.returncode == 0, p.stderr
+    assert time.perf_counter() - start < 2.0
+    assert (tmp_path / "out.jsonl").read_text() == ""
+
+
+def test_help_shows_defaults_and_plain_flags_and_errors_are_one_line() -> None:
+    p = run("kg", "train", "--help")
+    assert p.returncode == 0
+    assert "[default: 200]" in p.stdout and "[default: 256]" in p.stdout
+    assert "<bool>" not in p.stdout and "--force" in p.stdout
+    p = run("kg", "train", "x", "--out", "y", "--epochs", "many")
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("kgpipe: error: ") and "--epochs" in p.stderr
