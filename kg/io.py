@@ -232,6 +232,7 @@ class EntityRecord(BaseModel):
     aliases: list[str] | None = Field(None, validation_alias=AliasChoices("aliases", "alternatives"))
     description: str | None = None
     types: list[str] | None = None
+    wikipedia: str | None = None  # FB15k-237: the entity's Wikipedia article
 
 
 _TYPES = TypeAdapter(dict[str, list[str]])
@@ -251,6 +252,11 @@ def _records(path: Path, obj: object, line: int | None = None) -> dict[str, Enti
         except ValidationError as e:
             raise KGFormatError(path, line, f"entity {key!r}: {describe(e)}", fix) from e
     return out
+
+
+def read_entity_records(path: Path) -> dict[str, EntityRecord]:
+    """A JSON object of entity records keyed by entity (FB15k-237's `entity2wikidata.json`)."""
+    return _records(path, _load_json(path))
 
 
 def _set_names(b: _Builder, key: str, r: EntityRecord) -> None:
@@ -519,6 +525,13 @@ def load_saved(folder: str | Path, verify: bool = True) -> KnowledgeGraph:
     """Open a folder written by `save_kg`; checksums are verified unless `verify` is False."""
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise KGFormatError(
+            folder,
+            None,
+            "no manifest.json, so not a kgpipe KG folder",
+            "Leave out --format kgpipe, or write one with `kgpipe kg convert`",
+        )
     manifest = _load_json(manifest_path)
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise KGFormatError(

@@ -169,6 +169,9 @@ def kg_train(
     cfg = TrainConfig.from_dict(
         {**cfg.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}, where="command line"
     )
+    from kg.embed.train import resolve_device
+
+    resolve_device(cfg.device)
     kg = _load(data, format)
     trainer, metrics = train_transe(kg, cfg, out)
     if trainer.rank == 0:
@@ -194,7 +197,9 @@ def kg_eval(
 ) -> None:
     """Filtered link-prediction metrics (MRR, MR, Hits@1/3/10; realistic ties) of a checkpoint."""
     from kg.embed import evaluate_checkpoint
+    from kg.embed.train import resolve_device
 
+    resolve_device(device)
     result = evaluate_checkpoint(model_dir, _load(data, format), split, device)
     _print_result(result, as_json, f"{model_dir} on {data} ({split}, filtered)")
 

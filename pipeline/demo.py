@@ -43,6 +43,12 @@ def show_linking(console: Console, kg: KnowledgeGraph, limit: int = 3) -> None:
     from encoders.text import text_embedder
     from kg.link.linker import Linker
 
+    if not any(kg.labels):
+        console.print(
+            f"[yellow]linking skipped:[/] {escape(kg.name)} names none of its entities, and the linker finds "
+            "entities by name (put an entities.jsonl with 'id' and 'label' beside the triples)"
+        )
+        return
     with open(data_root() / "corpus" / "sample.jsonl", encoding="utf-8") as f:
         docs = [json.loads(line) for line in f if line.strip()][:limit]
     linker = Linker(kg, embed=text_embedder())

@@ -130,11 +130,12 @@ class EntityVectors:
         return self.model.entity.weight.detach()
 
     def nearest(self, key_or_qid: str, k: int = 5) -> list[tuple[int, float]]:
-        """The k entities closest to one entity in TransE space (the entity itself excluded)."""
+        """The k entities closest to one entity in TransE space (the entity itself excluded); fewer
+        when the model has fewer other entities."""
         i = self.entity_id(key_or_qid)
         d = pairwise_distance(self.matrix[i : i + 1], self.matrix, self.model.config.p_norm)[0]
         d[i] = float("inf")
-        top = torch.topk(d, k, largest=False)
+        top = torch.topk(d, max(0, min(k, len(d) - 1)), largest=False)
         return [(int(j), float(v)) for v, j in zip(top.values, top.indices, strict=True)]
 
     def align(self, kg: KnowledgeGraph) -> tuple[np.ndarray, np.ndarray]:

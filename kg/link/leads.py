@@ -7,7 +7,6 @@ Britain and Northern Ireland, commonly known as the United Kingdom (UK) or Brita
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,7 +17,8 @@ import pyarrow.parquet as pq
 
 from kg.errors import KGFormatError
 from kg.graph import KnowledgeGraph
-from kg.storage import atomic_write
+from kg.io import read_entity_records, read_json_lines
+from kg.storage import atomic_write, read_parquet
 
 _VERB = re.compile(r"\s(?:is|was|are|were|refers to|has been)\s")
 _PARENS = re.compile(r"\(([^()]*)\)")
@@ -78,8 +78,8 @@ def qids_by_title(kg: KnowledgeGraph, wikidata_json: str | Path | None = None) -
     out = {label: next(iter(q)) for label, q in by_label.items() if len(q) == 1}
     if wikidata_json is not None:
         known = set(kg.qids)
-        for entry in json.loads(Path(wikidata_json).read_text(encoding="utf-8")).values():
-            url, qid = entry.get("wikipedia") or "", entry.get("wikidata_id")
+        for entry in read_entity_records(Path(wikidata_json)).values():
+            url, qid = entry.wikipedia or "", entry.qid or ""
             if url and qid in known:
                 out[unquote(url.rsplit("/", 1)[-1]).replace("_", " ")] = qid
     return out
@@ -88,18 +88,13 @@ def qids_by_title(kg: KnowledgeGraph, wikidata_json: str | Path | None = None) -
 def read_articles(path: str | Path) -> list[dict[str, str]]:
     """JSONL with `title` and `text` per line (the shared Wikipedia lead paragraphs)."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise KGFormatError(path, n, f"not JSON ({e.msg})", "Give one JSON object per line") from e
-            if not isinstance(doc, dict) or not isinstance(doc.get("title"), str):
-                raise KGFormatError(path, n, "no string 'title'", 'Give {"title": ..., "text": ...} per line')
-            out.append(doc)
-    return out
+    for n, doc in read_json_lines(Path(path)):
+        if not isinstance(doc.get("title"), str) or not isinstance(doc.get("text"), str):
+            raise KGFormatError(
+                path, n, "no string 'title' and 'text'", 'Give {"title": ..., "text": ...} per line'
+            )
+        out.append(doc)
+    return out  # type: ignore[return-value]
 
 
 def save_names(names: Mapping[str, list[str]], path: str | Path) -> None:
@@ -111,7 +106,7 @@ def save_names(names: Mapping[str, list[str]], path: str | Path) -> None:
 
 
 def load_names(path: str | Path) -> dict[str, list[str]]:
-    t = pq.read_table(path).to_pydict()
+    t = read_parquet(Path(path), ("qid", "name"), "kgpipe kg names")
     out: dict[str, list[str]] = {}
     for q, n in zip(t["qid"], t["name"], strict=True):
         out.setdefault(q, []).append(n)
