@@ -565,6 +565,57 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         "--force",
     ),
     (
+        "names-bad-titles",
+        lambda w: [
+            "kg",
+            "names",
+            str(write(w, "leads.jsonl", '{"title": "Paris", "text": "Paris is big."}\n')),
+            "-o",
+            str(w / "n.parquet"),
+            "--titles",
+            str(write(w, "t.json", "[1]")),
+        ],
+        "t.json",
+    ),
+    (
+        "names-title-number",
+        lambda w: [
+            "kg",
+            "names",
+            str(write(w, "leads5.jsonl", '{"title": 5, "text": "x"}\n')),
+            "-o",
+            str(w / "n.parquet"),
+        ],
+        "leads5.jsonl:1",
+    ),
+    ("info-format-kgpipe", lambda w: ["kg", "info", str(w / "kg"), "--format", "kgpipe"], "manifest.json"),
+    (
+        "info-bad-side-file",
+        lambda w: [
+            "kg",
+            "info",
+            str(
+                damaged(
+                    w,
+                    "side",
+                    "kg",
+                    lambda d: (d / "entities.jsonl").write_text('{"id": "a", "aliases": "xyz"}\n'),
+                )
+            ),
+        ],
+        "aliases",
+    ),
+    (
+        "eval-no-gpu",
+        lambda w: ["kg", "eval", str(w / "transe"), "--data", str(w / "kg"), "--device", "cuda:7"],
+        "cuda",
+    ),
+    (
+        "train-no-gpu",
+        lambda w: ["kg", "train", str(w / "kg"), "-o", str(w / "m4"), "--device", "cuda:7"],
+        "cuda",
+    ),
+    (
         "names-out-is-input",
         lambda w: ["kg", "names", str(w / "docs.jsonl"), "-o", str(w / "docs.jsonl")],
         "is the input",
