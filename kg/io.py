@@ -6,7 +6,6 @@ Every reader validates as it goes and fails with `file:line`, the offending text
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -574,7 +573,9 @@ def load_saved(folder: str | Path, verify: bool = True) -> KnowledgeGraph:
 
 def data_root() -> Path:
     """The folder of bundled defaults: `KGPIPE_DATA`, else the project's `data/`."""
-    return Path(os.environ.get("KGPIPE_DATA", Path(__file__).resolve().parents[1] / "data"))
+    from kg.settings import settings
+
+    return settings().data
 
 
 def bundled_kg_path() -> Path:

@@ -1,15 +1,24 @@
-"""Typed settings: every settings object kgpipe reads is a pydantic dataclass with these rules.
+"""Typed settings: the environment (`Settings`), and the rules of every settings object kgpipe reads.
 
-Types are strict (8.5 is no int, "no" no bool, 5 no device name), NaN and infinity are refused,
-unknown keys are errors, and a failure becomes one `KGFormatError` line naming each bad field.
+Settings objects are pydantic dataclasses with `STRICT`: types are strict (8.5 is no int, "no" no
+bool, 5 no device name), NaN and infinity are refused, unknown keys are errors, and a failure
+becomes one `KGFormatError` line naming each bad field.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 from pydantic import ConfigDict, Field, StrictFloat, StrictInt, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from kg.errors import KGFormatError
 
@@ -54,3 +63,45 @@ def validate(cls: type[T], values: object, where: object, fix: str) -> T:
 def known_fields(cls: type) -> list[str]:
     """The setting names of a settings dataclass, for messages."""
     return sorted(getattr(cls, "__dataclass_fields__", {}))
+
+
+class Settings(BaseSettings):
+    """Where kgpipe finds things, read once from `KGPIPE_*` environment variables, then an optional
+    JSON file named by `KGPIPE_CONFIG` (environment variables win over the file, flags over both).
+
+    This is the only place kgpipe reads its environment; it lives in `kg` (not `pipeline`) because
+    every package needs it and `kg` imports nothing from the others.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KGPIPE_", extra="ignore")
+
+    data: Path = Field(Path(__file__).resolve().parents[1] / "data", description="the bundled defaults")
+    cache: Path = Field(Path.home() / ".cache" / "kgpipe", description="vectors computed for other KGs")
+    text_model: Path | None = Field(None, description="a local Hugging Face checkpoint (default: MiniLM)")
+    spacy_model: str | None = Field(None, description="a spaCy pipeline name or path")
+    bundle: Path | None = Field(None, description="the bundle commands use when --bundle is not given")
+    debug: bool = Field(False, description="print tracebacks of kgpipe's own bugs")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = os.environ.get("KGPIPE_CONFIG")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if config:
+            sources += (JsonConfigSettingsSource(settings_cls, json_file=config),)
+        return sources
+
+
+def settings() -> Settings:
+    """The settings as the environment gives them now (cheap: read on each call, so a test or a
+    worker that changes `KGPIPE_*` sees it)."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise KGFormatError("KGPIPE_* settings", None, describe(e), "Fix the environment variable") from e

@@ -566,7 +566,9 @@ def main(argv: list[str] | None = None) -> None:
         where = f": {e.filename}" if e.filename else ""
         _fail(f"{e.strerror or e}{where}", 2)
     except Exception as e:
-        if os.environ.get("KGPIPE_DEBUG"):
+        from kg.settings import settings
+
+        if settings().debug:
             raise
         first = str(e).splitlines()[0][:300] if str(e) else ""
         _fail(

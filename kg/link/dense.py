@@ -6,7 +6,6 @@ under a fingerprint of the KG and the embedder.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +34,9 @@ def fingerprint(kg: KnowledgeGraph, embed: Embed) -> str:
 
 def cache_root() -> Path:
     """Where computed vectors are kept between runs: `KGPIPE_CACHE`, else ~/.cache/kgpipe."""
-    return Path(os.environ.get("KGPIPE_CACHE", Path.home() / ".cache" / "kgpipe"))
+    from kg.settings import settings
+
+    return settings().cache
 
 
 def entity_vectors(kg: KnowledgeGraph, embed: Embed, batch_size: int = 256) -> np.ndarray:

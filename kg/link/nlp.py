@@ -5,7 +5,6 @@ The name is a setting (`KGPIPE_SPACY_MODEL` or an argument) so users can bring t
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from kg.errors import KGPipeError
@@ -20,7 +19,9 @@ def load_spacy(name: str | None = None, **kwargs: object) -> Language:
     """Load a spaCy pipeline by package name or path (`KGPIPE_SPACY_MODEL`, else the default)."""
     import spacy
 
-    name = name or os.environ.get("KGPIPE_SPACY_MODEL") or DEFAULT_SPACY_MODEL
+    from kg.settings import settings
+
+    name = name or settings().spacy_model or DEFAULT_SPACY_MODEL
     try:
         return spacy.load(name, **kwargs)  # type: ignore[arg-type]
     except OSError as e:
