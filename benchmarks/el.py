@@ -1,7 +1,7 @@
 """Entity-linking benchmark on the ELEVANT sets, scored restricted to the KG's QIDs.
 
-  python benchmarks/el.py train     # fit the scorer on the TRAIN_SETS, write data/linker/scorer.json
-                                    # and their 5-fold cross-validated scores (results/el_cv.json)
+  python benchmarks/el.py train     # `kgpipe link train` on the TRAIN_SETS into data/linker (the
+                                    # shipped linker), their 5-fold CV scores in results/el_cv.json
   python benchmarks/el.py eval      # every set: P/R/F1 next to the prior p(e|m) baseline's,
                                     # candidate recall@30, ECE, throughput
 
@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from encoders.text import text_embedder
-from kg.link.aliases import Candidate, normalize
-from kg.link.disambiguate import Scorer, featurize
-from kg.link.linker import Linker, bundled_scorer_path
+from kg.link.linker import Linker
 from kg.link.mentions import given_mentions
+from kg.link.train import f1_at, gold_of, lowercased, predictions, train_linker
+from kg.manifest import write_manifest
+from pipeline import load as load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 EL = ROOT.parent / "shared" / "data" / "el"
@@ -38,180 +37,49 @@ def load(name: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def gold_of(doc: dict, qids: set[str]) -> set[tuple[int, int, str]]:
-    return {
-        (lab["span"][0], lab["span"][1], lab["entity_id"])
-        for lab in doc["labels"]
-        if lab.get("entity_id") in qids
-    }
-
-
-def examples(
-    linker: Linker, docs: list[dict], qids: set[str]
-) -> list[tuple[list[list[Candidate]], list[np.ndarray], list[int], list[str]]]:
-    """Per document, per detected mention: its candidates, their feature rows, the gold row
-    (-1: NIL or not among the candidates) and its normalised text."""
-    out = []
-    texts = [d["text"] for d in docs]
-    for doc, sdoc, vec in zip(
-        docs, linker.nlp.pipe(texts, batch_size=32), linker.doc_vectors(texts), strict=True
-    ):
-        gold = {(s, e): q for s, e, q in gold_of(doc, qids)}
-        mentions = linker.finder.find(sdoc)
-        cands = linker.candidates.generate(mentions)
-        rows = []
-        for m, cs in zip(mentions, cands, strict=True):
-            target = gold.get((m.start, m.end))
-            rows.append(next((i for i, c in enumerate(cs) if linker.kg.qids[c.entity] == target), -1))
-        names = [normalize(m.text) for m in mentions]
-        out.append((cands, featurize(linker.context, mentions, cands, vec), rows, names))
-    return out
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])|\n+")
-
-
-def sentences(doc: dict) -> list[dict]:
-    """The document's sentences as documents of their own, with the gold labels inside each:
-    training on them too teaches the scorer short texts (a query, one sentence to the API), where
-    a mention has few others beside it. The split is a plain punctuation rule."""
-    text = doc["text"]
-    a, b = doc.get("evaluation_span") or [0, len(text)]
-    starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
-    out = []
-    for lo, hi in zip(starts, [*starts[1:], len(text)], strict=True):
-        if not text[lo:hi].strip() or max(a, lo) >= min(b, hi):
-            continue
-        labels = [
-            {**lab, "span": [lab["span"][0] - lo, lab["span"][1] - lo]}
-            for lab in doc["labels"]
-            if lo <= lab["span"][0] and lab["span"][1] <= hi
-        ]
-        span = [max(a, lo) - lo, min(b, hi) - lo]
-        out.append({"text": text[lo:hi], "labels": labels, "evaluation_span": span})
-    return out
-
-
-def lowercased(doc: dict) -> dict:
-    """The document without capitals, offsets kept (a character whose lower case is longer stays
-    as it is): training on such copies teaches the scorer text without case (a query, a chat
-    line), where NER misses names and alias matches stand in."""
-    return {**doc, "text": "".join(c.lower() if len(c.lower()) == 1 else c for c in doc["text"])}
-
-
 def train(args: argparse.Namespace) -> None:
-    """Fit the scorer on every training set; the NIL threshold and the reported training-set
-    figures come from 5-fold cross-validation by document (each doc scored by a model that did
-    not see it), written to benchmarks/results/el_cv.json."""
-    linker = Linker.load(scorer=Scorer(), embed=text_embedder())
-    qids = {q for q in linker.kg.qids if q}
-    sets = [(name, d) for name in TRAIN_SETS for d in load(name)]
-    docs = [d for _, d in sets]
-    documents = examples(linker, docs, qids)
-    per_doc = [sentences(d) for d in docs]
-    split = [s for ss in per_doc for s in ss]
-    parent = [i for i, ss in enumerate(per_doc) for _ in ss]
-    short = examples(linker, split, qids) if args.sentences else []
-    short_parent = list(parent) if args.sentences else []
-    # the caseless scorer's training data: lower-cased copies of the documents and their sentences
-    lower = [lowercased(d) for d in docs] if args.caseless else []
-    lower_split = [lowercased(x) for x in split] if args.caseless else []
-    lower_examples = examples(linker, lower + lower_split, qids)
-    lower_parent = list(range(len(lower))) + (parent if args.caseless else [])  # a copy keeps its fold
-    fold = np.random.default_rng(0).permutation(len(docs)) % args.folds
-    held_out: list[set[tuple[int, int, str, float]]] = [set()] * len(docs)
-    held_short: list[set[tuple[int, int, str, float]]] = [set()] * len(split)  # each sentence alone
-    held_lower: list[set[tuple[int, int, str, float]]] = [set()] * len(lower)
-    for k in range(args.folds):
-        keep = [i for i, f in enumerate(fold) if f != k] + [i for i in short_parent if fold[i] != k]
-        linker.scorer = Scorer().fit_documents(
-            linker.context,
-            [x for x, f in zip(documents, fold, strict=True) if f != k]
-            + [x for x, i in zip(short, short_parent, strict=True) if fold[i] != k],
-            groups=keep,
-        )
-        if lower:
-            linker.scorer.caseless = Scorer().fit_documents(
-                linker.context,
-                [x for x, i in zip(lower_examples, lower_parent, strict=True) if fold[i] != k],
-                groups=[i for i in lower_parent if fold[i] != k],
-            )
-        held = [i for i, f in enumerate(fold) if f == k]
-        for i, pred in zip(held, predictions(linker, [docs[i] for i in held], qids), strict=True):
-            held_out[i] = pred
-        held = [j for j, i in enumerate(parent) if fold[i] == k]
-        for j, pred in zip(held, predictions(linker, [split[j] for j in held], qids), strict=True):
-            held_short[j] = pred
-        held = [i for i, f in enumerate(fold) if f == k and lower and sets[i][0] == "aida-conll-dev"]
-        for i, pred in zip(held, predictions(linker, [lower[i] for i in held], qids), strict=True):
-            held_lower[i] = pred
-    curve = [(float(round(t, 2)), f1_at(docs, qids, held_out, t)["f1"]) for t in np.arange(0.2, 0.85, 0.05)]
-    print("cross-validated F1 by threshold: " + ", ".join(f"{t:.2f} {f:.4f}" for t, f in curve))
-    # the curve is flat near its top, where a single point's lead is noise: choose the threshold
-    # whose neighbourhood (it and the grid points beside it) scores best
-    smooth = [float(np.mean([f for _, f in curve[max(i - 1, 0) : i + 2]])) for i in range(len(curve))]
-    best = curve[int(np.argmax(smooth))]
-    per_set = {
-        name: f1_at(
-            [d for n, d in sets if n == name],
-            qids,
-            [p for (n, _), p in zip(sets, held_out, strict=True) if n == name],
-            best[0],
-        )
-        for name in TRAIN_SETS
-    }
-    linker.scorer = Scorer(threshold=best[0]).fit_documents(
-        linker.context, documents + short, groups=list(range(len(docs))) + short_parent
+    """`kgpipe link train` on every training set, written over the shipped linker (data/linker),
+    whose manifest entry is refreshed; its cross-validated figures go to results/el_cv.json."""
+    from kg.link.disambiguate import Scorer
+    from kg.settings import settings
+
+    bundle = load_bundle()
+    linker = bundle.linker
+    linker.scorer = Scorer()
+    report = train_linker(
+        linker,
+        {name: load(name) for name in TRAIN_SETS},
+        folds=args.folds,
+        with_sentences=args.sentences,
+        caseless=args.caseless,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
-    if lower:
-        linker.scorer.caseless = Scorer(threshold=best[0]).fit_documents(
-            linker.context, lower_examples, groups=lower_parent
-        )
-    out = bundled_scorer_path()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    linker.scorer.save(out)
-    gold = [g for cands, _, golds, _ in documents for cs, g in zip(cands, golds, strict=True) if cs]
-    aida = [j for j, i in enumerate(parent) if sets[i][0] == "aida-conll-dev"]
-    per_set["aida-conll-dev, sentence by sentence"] = f1_at(
-        [split[j] for j in aida], qids, [held_short[j] for j in aida], best[0]
+    data = settings().data
+    linker.save(data / "linker")
+    manifest = json.loads((data / "manifest.json").read_text())
+    write_manifest(
+        data,
+        {name: entry["path"] for name, entry in manifest["parts"].items()},
+        {name: entry.get("source", "") for name, entry in manifest["parts"].items()},
+        {k: manifest[k] for k in ("text_model", "spacy_model") if k in manifest},
     )
-    if lower:
-        aida_docs = [i for i, (n, _) in enumerate(sets) if n == "aida-conll-dev"]
-        per_set["aida-conll-dev, lower-cased"] = f1_at(
-            [lower[i] for i in aida_docs], qids, [held_lower[i] for i in aida_docs], best[0]
-        )
+    print("cross-validated F1 by threshold: " + ", ".join(f"{t:.2f} {f:.4f}" for t, f in report.curve))
     result = {
-        "folds": args.folds,
-        "threshold": best[0],
-        "f1_all_training_docs": best[1],
+        "folds": report.folds,
+        "threshold": report.threshold,
+        "f1_all_training_docs": report.f1_all,
         "trained_on_sentences_too": args.sentences,
         "trained_on_lowercased_copies_too": args.caseless,
-        "sets": per_set,
+        "sets": report.sets,
     }
     (ROOT / "benchmarks" / "results" / "el_cv.json").write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"trained on {', '.join(TRAIN_SETS)}: {len(docs)} docs, {len(gold):,} mentions ({sum(g >= 0 for g in gold):,} with gold among candidates) -> {out}"
+        f"trained on {', '.join(TRAIN_SETS)}: {report.documents} docs, {report.mentions:,} mentions "
+        f"({report.mentions_with_gold_candidate:,} with gold among candidates) -> {data / 'linker'}"
     )
-    print(f"{args.folds}-fold cross-validated, threshold {best[0]}:")
-    for name, r in per_set.items():
-        print(f"  {name:18} P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f}")
-
-
-def predictions(linker: Linker, docs: list[dict], qids: set[str]) -> list[set[tuple[int, int, str, float]]]:
-    """Every linked mention with its score (no NIL cut), inside each doc's evaluation span."""
-    saved, linker.min_score = linker.min_score, 0.0
-    out = []
-    for doc, linked in zip(docs, linker.link_many([d["text"] for d in docs]), strict=True):
-        lo, hi = doc.get("evaluation_span") or [0, len(doc["text"])]
-        out.append(
-            {
-                (x.start, x.end, x.qid, x.score)
-                for x in linked
-                if x.qid in qids and lo <= x.start and x.end <= hi
-            }
-        )
-    linker.min_score = saved
-    return out
+    print(f"{report.folds}-fold cross-validated, threshold {report.threshold}:")
+    for name, r in report.sets.items():
+        print(f"  {name:40} P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f}")
 
 
 def prior_predictions(
@@ -232,26 +100,6 @@ def prior_predictions(
         }
         out.append({x for x in linked if x[2] in qids})
     return out
-
-
-def f1_at(
-    docs: list[dict], qids: set[str], preds: list[set[tuple[int, int, str, float]]], threshold: float
-) -> dict[str, float]:
-    tp = n_pred = n_gold = 0
-    for doc, pred in zip(docs, preds, strict=True):
-        gold = gold_of(doc, qids)
-        kept = {(s, e, q) for s, e, q, score in pred if score >= threshold}
-        tp, n_pred, n_gold = tp + len(gold & kept), n_pred + len(kept), n_gold + len(gold)
-    p = tp / n_pred if n_pred else 0.0
-    r = tp / n_gold if n_gold else 0.0
-    return {
-        "precision": p,
-        "recall": r,
-        "f1": 2 * p * r / (p + r) if p + r else 0.0,
-        "gold": n_gold,
-        "predicted": n_pred,
-        "tp": tp,
-    }
 
 
 def candidate_recall(linker: Linker, docs: list[dict], qids: set[str]) -> dict[str, float]:
@@ -303,7 +151,7 @@ def throughput(linker: Linker, docs: list[dict], repeats: int = 3) -> dict[str, 
         start = time.perf_counter()
         list(linker.nlp.pipe(texts, batch_size=32))
         ner_runs.append(time.perf_counter() - start)
-        linker.forget()
+        linker.clear()
         start = time.perf_counter()
         linker.link_many(texts)
         full_runs.append(time.perf_counter() - start)
@@ -321,7 +169,7 @@ def throughput(linker: Linker, docs: list[dict], repeats: int = 3) -> dict[str, 
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    linker = Linker.load(embed=text_embedder())
+    linker = load_bundle().linker
     qids = {q for q in linker.kg.qids if q}
     sets = args.sets or sorted(p.name.removesuffix(".benchmark.jsonl") for p in EL.glob("*.benchmark.jsonl"))
     results = {}

@@ -173,12 +173,11 @@ def pretrain_fusion(cache: Path = CACHE, epochs: int = 1, seed: int = 0, device:
 
 def link_corpus(source: Path, target: Path) -> None:
     """Each paragraph of `source` with the entities kgpipe's default linker finds, as JSONL."""
-    from encoders.text import text_embedder
-    from kg.link.linker import Linker
     from kg.storage import atomic_write
+    from pipeline import load
 
     rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
-    linker = Linker.load(None, embed=text_embedder())
+    linker = load().linker
     start, out = time.time(), []
     for at in range(0, len(rows), 500):
         chunk = rows[at : at + 500]

@@ -53,11 +53,10 @@ def main() -> None:
     import torch
 
     import kg.link.linker as linker_module
-    from encoders.text import text_embedder
-    from kg.link.linker import Linker
+    from pipeline import load
 
     texts = [json.loads(line)["text"] for line in args.corpus.open(encoding="utf-8")]
-    linker = Linker.load(embed=text_embedder())
+    linker = load().linker
     linker.link_many(texts[:20])  # warm up: caches, lazy tables, the text model's first batch
 
     def pieces(docs: list[str]) -> list[list[object]]:

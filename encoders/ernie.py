@@ -8,12 +8,19 @@ kept here. The token update starts at zero, so before training the model is exac
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from kg.errors import KGFormatError
+from kg.storage import read_model_config, read_tensors
 
 
 @dataclass
@@ -31,6 +38,29 @@ class EntityStream:
     def mask(self) -> torch.Tensor:
         """BoolTensor[batch, entities]: which slots hold an entity."""
         return self.rows >= 0
+
+
+@dataclass
+class _Fusing:
+    """One forward pass's entity stream as the hooks pass it from layer to layer."""
+
+    fusion: ErnieFusion
+    entities: torch.Tensor  # float[batch, entities, hidden], updated by each aggregator
+    index: torch.Tensor  # LongTensor[batch, entities, hidden]: each mention's first piece
+    mask: torch.Tensor  # float[batch, entities, 1]
+
+
+# the pass now running in this thread (or asyncio task): hooks read it from here, not from the
+# module, so one model serves several threads at once, each with its own batch's entities
+_FUSING: ContextVar[_Fusing | None] = ContextVar("kgpipe_ernie_fusing", default=None)
+
+
+FORMAT = "kgpipe-fusion/1"
+FILE_WEIGHTS = "fusion.safetensors"
+FILE_CONFIG = "pretrain.json"
+# what dEA trains and a fine-tuned model starts from; the frozen vectors and the head's own
+# focus features are not part of it
+PRETRAINED = ("project.", "aggregators.")
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -74,7 +104,8 @@ class Aggregator(nn.Module):
 class ErnieFusion(nn.Module):
     """Projects knowledge vectors to the hidden size and fuses them after the chosen layers.
 
-    Use `with fusion.stream(entities): base(...)`: outside that block the hooks pass through.
+    Use `with fusion.stream(entities): base(...)`: outside that block the hooks pass through. The
+    stream is this thread's own (a context variable), so concurrent forward passes do not mix.
     """
 
     def __init__(
@@ -92,26 +123,25 @@ class ErnieFusion(nn.Module):
         # mention outside the KG is not mistaken for one whose features happen to be small
         self.missing = nn.Parameter(torch.zeros(hidden))
         self.dropout = nn.Dropout(dropout)
-        self._stream: EntityStream | None = None
-        self._entities: torch.Tensor | None = None
-        self._index = self._mask = torch.empty(0)  # the stream's gather index and slot mask
         stack = encoder_layers(base)
         for slot, layer in enumerate(self.layers):
             stack[layer].register_forward_hook(self._hook(slot))
 
     @contextmanager
     def stream(self, entities: EntityStream) -> Iterator[None]:
-        self._stream = entities
-        self._entities = self.project(self.vectors(entities.rows.clamp(min=0)))
+        if not entities.rows.numel():
+            yield
+            return
+        projected = self.project(self.vectors(entities.rows.clamp(min=0)))
         # computed once for all aggregators: on a GPU the small kernels, not the arithmetic, are the cost
-        hidden = self._entities.shape[-1]
-        self._index = entities.positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden)
-        self._mask = entities.mask.unsqueeze(-1).to(self._entities.dtype)
+        hidden = projected.shape[-1]
+        index = entities.positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden)
+        mask = entities.mask.unsqueeze(-1).to(projected.dtype)
+        token = _FUSING.set(_Fusing(self, projected, index, mask))
         try:
             yield
         finally:
-            self._stream = self._entities = None
-            self._index = self._mask = torch.empty(0)
+            _FUSING.reset(token)
 
     def focus_features(self, rows: torch.Tensor) -> torch.Tensor:
         """float[batch, n * hidden] for rows LongTensor[batch, spans] (-1: no vector): each focus
@@ -135,10 +165,58 @@ class ErnieFusion(nn.Module):
 
     def _hook(self, slot: int) -> Callable[[nn.Module, object, object], object]:
         def fuse(module: nn.Module, args: object, output: object) -> object:
-            if self._stream is None or self._entities is None or not self._stream.rows.numel():
+            state = _FUSING.get()
+            if state is None or state.fusion is not self:
                 return output
             hidden = output[0] if isinstance(output, tuple) else output
-            hidden, self._entities = self.aggregators[slot](hidden, self._entities, self._index, self._mask)
+            hidden, state.entities = self.aggregators[slot](hidden, state.entities, state.index, state.mask)
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
         return fuse
+
+
+def vectors_fingerprint(vectors: torch.Tensor) -> str:
+    """sha256 of the entity vector table: a fusion only fits the table it was trained on."""
+    return hashlib.sha256(vectors.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def text_model_fingerprint(base: nn.Module) -> str:
+    """sha256 of the text model's input embeddings: the same checkpoint wherever its folder lies."""
+    return vectors_fingerprint(base.get_input_embeddings().weight)  # type: ignore[operator]
+
+
+def load_fusion(fusion: ErnieFusion, folder: str | Path, base: nn.Module | None = None) -> dict[str, Any]:
+    """Start `fusion` from a pre-trained one; refuses one trained for other layers, another hidden
+    size, another entity vector table or (given `base`) another text model. Returns its pretrain.json."""
+    folder = Path(folder)
+    config = folder / FILE_CONFIG
+    writer = "kgpipe encoder pretrain"
+    meta = read_model_config(folder, FORMAT, "a pre-trained fusion", writer, FILE_CONFIG, FILE_WEIGHTS)
+    fix = "Pre-train again with the same --transe and --model as this fine-tuning"
+    if base is not None and "text_model_sha256" not in meta:
+        raise KGFormatError(config, None, "no text model fingerprint (an older kgpipe wrote it)", fix)
+    if base is not None and meta["text_model_sha256"] != text_model_fingerprint(base):
+        raise KGFormatError(
+            config, None, f"it was pre-trained on another text model ({meta.get('text_model')})", fix
+        )
+    mine = {
+        "fusion_layers": list(fusion.layers),
+        "entities": int(fusion.vectors.weight.shape[0]),
+        "entity_dim": int(fusion.vectors.weight.shape[1]),
+        "hidden": fusion.hidden,
+    }
+    for key, value in mine.items():
+        if meta.get(key) != value:
+            raise KGFormatError(config, None, f"{key} is {meta.get(key)!r}, this model has {value!r}", fix)
+    if meta.get("vectors_sha256") != vectors_fingerprint(fusion.vectors.weight):
+        raise KGFormatError(config, None, "it was pre-trained on another entity vector table", fix)
+    state = read_tensors(folder / FILE_WEIGHTS, writer)
+    own = {k: v for k, v in fusion.state_dict().items() if k.startswith(PRETRAINED)}
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise KGFormatError(folder / FILE_WEIGHTS, None, f"lacks {missing[:3]}", fix)
+    wrong = [k for k, v in own.items() if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise KGFormatError(folder / FILE_WEIGHTS, None, f"weight {wrong[0]!r} has another shape", fix)
+    fusion.load_state_dict({k: state[k] for k in own}, strict=False)
+    return meta

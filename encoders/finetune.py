@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from encoders.data import Example
 from encoders.model import KnowledgeEncoder
+from encoders.training import length_batches, set_seed, warmup_decay
 from kg.embed.train import device_name, resolve_device
 from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share
 
@@ -53,27 +54,6 @@ class History:
     best_epoch: int = 0
     seconds: float = 0.0
     device: str = ""  # where it trained, with the GPU's name or the CPU's threads
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def length_batches(examples: list[Example], size: int, rng: random.Random | None) -> list[list[Example]]:
-    """Batches of similar length (less padding); shuffled when `rng` is given."""
-    order = list(range(len(examples)))
-    if rng is not None:
-        rng.shuffle(order)
-    chunk = size * 50
-    out = []
-    for c in range(0, len(order), chunk):
-        block = sorted(order[c : c + chunk], key=lambda i: len(examples[i].text))
-        out += [[examples[i] for i in block[b : b + size]] for b in range(0, len(block), size)]
-    if rng is not None:
-        rng.shuffle(out)
-    return out
 
 
 def f1_scores(gold: torch.Tensor, pred: torch.Tensor) -> dict[str, float]:
@@ -143,20 +123,12 @@ def _optimizer(model: KnowledgeEncoder, cfg: FinetuneConfig) -> torch.optim.Opti
     )
 
 
-def warmup_decay(opt: torch.optim.Optimizer, steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over the first `warmup` share of `steps`, then linear decay to zero."""
-    warm = max(1, int(warmup * steps))
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
-    )
-
-
 def finetune(
     model: KnowledgeEncoder, train: list[Example], dev: list[Example], cfg: FinetuneConfig
 ) -> History:
     """Train `model` in place, on `cfg.device` (default: where it is); it ends there, with the
     weights of its best dev epoch."""
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     device = resolve_device(cfg.device) if cfg.device else next(model.parameters()).device
     model.to(device)

@@ -7,7 +7,7 @@ needs neither again.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -167,13 +167,19 @@ def knowledge_for(
     return KnowledgeSource.empty()
 
 
-def link_examples(examples: list[Example], linker: Linker) -> int:
-    """Fill in what `kg.link` finds: a QID for focus spans given without one (the linked mention
-    that overlaps it), and every other linked mention as context. Returns how many were added."""
-    todo = [ex for ex in examples if not all(s.qid for s in ex.entities) or len(ex.entities) == len(ex.focus)]
-    found = linker.link_many([ex.text for ex in todo]) if todo else []
-    n = 0
-    for ex, linked in zip(todo, found, strict=True):
+def link_examples(examples: list[Example], linker: Linker) -> tuple[list[Example], int]:
+    """The examples with what `kg.link` finds filled in: a QID for focus spans given without one
+    (the linked mention that overlaps it), and every other linked mention as context. Returns new
+    examples in the same order (the given ones are not changed) and how many entities were added."""
+    todo = [
+        i
+        for i, ex in enumerate(examples)
+        if not all(s.qid for s in ex.entities) or len(ex.entities) == len(ex.focus)
+    ]
+    found = linker.link_many([examples[i].text for i in todo]) if todo else []
+    out, n = list(examples), 0
+    for i, linked in zip(todo, found, strict=True):
+        ex = examples[i]
         hits = [EntitySpan(e.start, e.end, e.qid) for e in linked if e.qid]
         focus = []
         for s in ex.focus:
@@ -182,6 +188,6 @@ def link_examples(examples: list[Example], linker: Linker) -> int:
         taken = {(s.start, s.end) for s in ex.entities}
         extra = [h for h in hits if (h.start, h.end) not in taken]
         n += len(extra) + sum(a != b for a, b in zip(focus, ex.focus, strict=True))
-        ex.entities = focus + [e for e in ex.entities if e not in ex.focus] + extra
-        ex.focus = tuple(focus)
-    return n
+        entities = focus + [e for e in ex.entities if e not in ex.focus] + extra
+        out[i] = replace(ex, focus=tuple(focus), entities=entities)
+    return out, n

@@ -18,11 +18,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from encoders.data import EntitySpan, Example
-from encoders.ernie import EntityStream, ErnieFusion, encoder_layers
+from encoders.ernie import EntityStream, ErnieFusion, encoder_layers, load_fusion
 from encoders.heads import HEADS
 from encoders.kbert import build_tree, visible_to_mask
 from encoders.knowledge import KnowledgeSource
 from encoders.text import ModelNotFoundError, default_model_path
+from kg.cache import Memo
 from kg.errors import KGFormatError
 from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveInt, Share, validate
 from kg.storage import atomic_dir, load_weights, read_model_config, read_tensors
@@ -158,7 +159,7 @@ class KnowledgeEncoder(nn.Module):
             self.focus_spans = spans
         self.head_extra = extra > 0
         self.head = HEADS[cfg.task](hidden, len(cfg.labels), cfg.dropout, extra, cfg.knowledge_expert > 0)
-        self._branch_cache: dict[str, list[list[int]]] = {}
+        self.branch_memo: Memo[str, list[list[int]]] = Memo(100_000)
 
     # ---- building -------------------------------------------------------------------------------
     @classmethod
@@ -175,10 +176,7 @@ class KnowledgeEncoder(nn.Module):
         random state, which depends on whatever ran before in the process. `fusion`: a folder
         written by `kgpipe encoder pretrain` (ERNIE only), whose fusion weights it starts from."""
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()  # the unused-pooler load report is noise here
-        hf_logging.disable_progress_bar()
         folder = Path(text_model) if text_model else default_model_path()
         if not (folder / "config.json").exists():
             raise ModelNotFoundError(
@@ -188,16 +186,15 @@ class KnowledgeEncoder(nn.Module):
         cfg.text_model = str(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         base = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
-        if seed is not None:
-            torch.manual_seed(seed)
-        model = cls(cfg, base, tokenizer, knowledge)
+        with torch.random.fork_rng(devices=[]):  # the seed fixes the new weights, not the process
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = cls(cfg, base, tokenizer, knowledge)
         if fusion is not None:
             if model.fusion is None:
                 raise ValueError(
                     f"{fusion}: a pre-trained fusion is for knowledge='ernie', not {cfg.knowledge!r}"
                 )
-            from encoders.pretrain import load_fusion
-
             load_fusion(model.fusion, fusion, base)
             cfg.pretrained = str(fusion)
         return model
@@ -247,12 +244,12 @@ class KnowledgeEncoder(nn.Module):
 
     # ---- inputs ---------------------------------------------------------------------------------
     def _branches(self, qid: str) -> list[list[int]]:
-        got = self._branch_cache.get(qid)
-        if got is None:
+        def compute() -> list[list[int]]:
             texts = self.knowledge.branches.get(qid, [])[: self.cfg.triples_per_entity]
             pieces = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-            got = self._branch_cache[qid] = [p[: self.cfg.branch_pieces] for p in pieces]
-        return got
+            return [p[: self.cfg.branch_pieces] for p in pieces]
+
+        return self.branch_memo.get_or_compute(qid, compute)
 
     def targets(self, examples: list[Example]) -> torch.Tensor:
         """LongTensor[batch] of label ids, or for typing float[batch, labels] of 0/1."""

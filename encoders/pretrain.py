@@ -15,13 +15,12 @@ fusion=DIR)` starts fine-tuning from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydantic.dataclasses
@@ -32,22 +31,24 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from encoders.data import Example
-from encoders.ernie import EntityStream, ErnieFusion
-from encoders.finetune import length_batches, seed_everything, warmup_decay
+from encoders.ernie import (
+    FILE_CONFIG,
+    FILE_WEIGHTS,
+    FORMAT,
+    PRETRAINED,
+    EntityStream,
+    ErnieFusion,
+    text_model_fingerprint,
+    vectors_fingerprint,
+)
+from encoders.training import length_batches, set_seed, warmup_decay
 from kg.embed.train import device_name, resolve_device
-from kg.errors import KGFormatError, KGPipeError
+from kg.errors import KGPipeError
 from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share
-from kg.storage import atomic_dir, read_model_config, read_tensors
+from kg.storage import atomic_dir
 
 if TYPE_CHECKING:
     from encoders.model import KnowledgeEncoder
-
-FORMAT = "kgpipe-fusion/1"
-FILE_WEIGHTS = "fusion.safetensors"
-FILE_CONFIG = "pretrain.json"
-# what dEA trains and a fine-tuned model starts from; the frozen vectors and the head's own
-# focus features are not part of it
-PRETRAINED = ("project.", "aggregators.")
 
 
 @pydantic.dataclasses.dataclass(config=STRICT)
@@ -77,16 +78,6 @@ class PretrainResult:
     texts: int = 0
     seconds: float = 0.0
     device: str = ""
-
-
-def vectors_fingerprint(vectors: torch.Tensor) -> str:
-    """sha256 of the entity vector table: a fusion only fits the table it was trained on."""
-    return hashlib.sha256(vectors.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
-def text_model_fingerprint(base: nn.Module) -> str:
-    """sha256 of the text model's input embeddings: the same checkpoint wherever its folder lies."""
-    return vectors_fingerprint(base.get_input_embeddings().weight)  # type: ignore[operator]
 
 
 class AlignmentHead(nn.Module):
@@ -127,7 +118,7 @@ def pretrain(model: KnowledgeEncoder, examples: list[Example], cfg: PretrainConf
         raise ValueError(
             "alignment pre-training trains ERNIE's fusion: build the encoder with knowledge='ernie'"
         )
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     known = [ex for ex in examples if any(model.knowledge.row(s.qid) >= 0 for s in ex.entities if s.qid)]
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise ValueError(f"epochs, batch_size and lr must be positive: {cfg}")
@@ -226,40 +217,3 @@ def save_fusion(
         save_file(state, str(tmp / FILE_WEIGHTS), metadata={"format": FORMAT})
         (tmp / FILE_CONFIG).write_text(json.dumps(meta, indent=2))
     return Path(folder)
-
-
-def load_fusion(fusion: ErnieFusion, folder: str | Path, base: nn.Module | None = None) -> dict[str, Any]:
-    """Start `fusion` from a pre-trained one; refuses one trained for other layers, another hidden
-    size, another entity vector table or (given `base`) another text model. Returns its pretrain.json."""
-    folder = Path(folder)
-    config = folder / FILE_CONFIG
-    writer = "kgpipe encoder pretrain"
-    meta = read_model_config(folder, FORMAT, "a pre-trained fusion", writer, FILE_CONFIG, FILE_WEIGHTS)
-    fix = "Pre-train again with the same --transe and --model as this fine-tuning"
-    if base is not None and "text_model_sha256" not in meta:
-        raise KGFormatError(config, None, "no text model fingerprint (an older kgpipe wrote it)", fix)
-    if base is not None and meta["text_model_sha256"] != text_model_fingerprint(base):
-        raise KGFormatError(
-            config, None, f"it was pre-trained on another text model ({meta.get('text_model')})", fix
-        )
-    mine = {
-        "fusion_layers": list(fusion.layers),
-        "entities": int(fusion.vectors.weight.shape[0]),
-        "entity_dim": int(fusion.vectors.weight.shape[1]),
-        "hidden": fusion.hidden,
-    }
-    for key, value in mine.items():
-        if meta.get(key) != value:
-            raise KGFormatError(config, None, f"{key} is {meta.get(key)!r}, this model has {value!r}", fix)
-    if meta.get("vectors_sha256") != vectors_fingerprint(fusion.vectors.weight):
-        raise KGFormatError(config, None, "it was pre-trained on another entity vector table", fix)
-    state = read_tensors(folder / FILE_WEIGHTS, writer)
-    own = {k: v for k, v in fusion.state_dict().items() if k.startswith(PRETRAINED)}
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise KGFormatError(folder / FILE_WEIGHTS, None, f"lacks {missing[:3]}", fix)
-    wrong = [k for k, v in own.items() if tuple(state[k].shape) != tuple(v.shape)]
-    if wrong:
-        raise KGFormatError(folder / FILE_WEIGHTS, None, f"weight {wrong[0]!r} has another shape", fix)
-    fusion.load_state_dict({k: state[k] for k in own}, strict=False)
-    return meta

@@ -6,8 +6,9 @@ Tokenization keeps character offsets so that entity spans map onto word pieces.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,14 @@ def default_model_path() -> Path:
 
 @dataclass
 class TextEncoder:
-    """A tokenizer and a BERT-family encoder loaded from one local folder."""
+    """A tokenizer and a BERT-family encoder loaded from one local folder; safe to share between
+    threads (a fast tokenizer changes its own padding state on each call, so calls take turns at
+    it; the model's forward pass runs concurrently)."""
 
     path: Path
     tokenizer: object
     model: torch.nn.Module
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "cpu") -> TextEncoder:
@@ -59,6 +63,18 @@ class TextEncoder:
         model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
         return cls(folder, tokenizer, model)
 
+    def embedder(self, max_length: int = 128) -> Callable[[list[str]], np.ndarray]:
+        """`embed` as a function texts → float32[n, hidden], for code that must not import
+        encoders (the linker); its `model_id` names the model and length, for vector caches."""
+
+        def embed(texts: list[str]) -> np.ndarray:
+            return self.embed(texts, max_length=max_length).numpy()
+
+        # what caches of its vectors are keyed by: the model's own config, not where it is installed
+        identity = self.model.config.to_json_string() + str(max_length)  # type: ignore[union-attr,operator]
+        embed.model_id = hashlib.sha256(identity.encode()).hexdigest()[:16]  # type: ignore[attr-defined]
+        return embed
+
     @property
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)  # type: ignore[union-attr,arg-type]
@@ -72,13 +88,14 @@ class TextEncoder:
         ordered = [texts[i] for i in order]
         out = []
         for i in range(0, len(ordered), batch_size):
-            enc = self.tokenizer(  # type: ignore[operator]
-                ordered[i : i + batch_size],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(device)
+            with self._lock:
+                enc = self.tokenizer(  # type: ignore[operator]
+                    ordered[i : i + batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                ).to(device)
             hidden = self.model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -93,15 +110,7 @@ class TextEncoder:
 def text_embedder(path: str | None = None, max_length: int = 128) -> Callable[[list[str]], np.ndarray]:
     """A function texts → float32[n, hidden] unit vectors, for code that must not import encoders
     (the linker receives it; spaCy configs name it as `{"@misc": "kgpipe.text_embedder.v1"}`)."""
-    encoder = TextEncoder.load(path)
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return encoder.embed(texts, max_length=max_length).numpy()
-
-    # what caches of its vectors are keyed by: the model's own config, not where it is installed
-    identity = encoder.model.config.to_json_string() + str(max_length)  # type: ignore[union-attr,operator]
-    embed.model_id = hashlib.sha256(identity.encode()).hexdigest()[:16]  # type: ignore[attr-defined]
-    return embed
+    return TextEncoder.load(path).embedder(max_length)
 
 
 try:  # spaCy is a dependency of kgpipe, but the encoders work without it

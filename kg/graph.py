@@ -118,6 +118,17 @@ class KnowledgeGraph:
 
     # ---- lookup ------------------------------------------------------------------------------
     @cached_property
+    def fingerprint(self) -> str:
+        """16 hex digits of sha256 over the entity and relation vocabularies: what a model built on
+        this KG (a linker, TransE rows) depends on, so a part built for another KG is told apart."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for key in (*self.entities, "\x00", *self.relations):
+            h.update(key.encode("utf-8", "surrogatepass") + b"\n")
+        return h.hexdigest()[:16]
+
+    @cached_property
     def _entity_index(self) -> dict[str, int]:
         return {key: i for i, key in enumerate(self.entities)}
 

@@ -579,10 +579,14 @@ def data_root() -> Path:
 
 
 def bundled_kg_path() -> Path:
-    """The bundled default KG (FB15k-237 with Wikidata names)."""
-    return data_root() / "kg" / "fb15k-237"
+    """The default bundle's KG (shipped: FB15k-237 with Wikidata names)."""
+    from kg.manifest import default_part
+
+    return default_part("kg")
 
 
 def bundled_transe_path() -> Path:
-    """The TransE checkpoint bundled for the default KG."""
-    return data_root() / "transe" / "fb15k-237"
+    """The default bundle's TransE checkpoint."""
+    from kg.manifest import default_part
+
+    return default_part("transe")

@@ -31,6 +31,8 @@ ARTIFACTS = {
     "kgpipe-transe": "config.json",
     "kgpipe-encoder/1": "config.json",
     "kgpipe-fusion/1": "pretrain.json",
+    "kgpipe-linker/1": "linker.json",
+    "kgpipe-bundle": "manifest.json",
 }
 
 

@@ -10,11 +10,12 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from kg.embed.config import TrainConfig
 from kg.errors import KGPipeError
@@ -51,6 +52,33 @@ encoder_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(encoder_app, name="encoder")
+bundle_app = typer.Typer(
+    help="Bundles: one folder with the KG, TransE, the linker and classifiers, checksummed.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(bundle_app, name="bundle")
+
+
+class _DefaultRun(TyperGroup):
+    """`kgpipe link IN.jsonl ...` runs the linker; `kgpipe link train ...` trains one."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+link_app = typer.Typer(
+    cls=_DefaultRun,
+    help=(
+        "Link entity mentions in English text to KG entities: `kgpipe link IN.jsonl --out OUT.jsonl`; "
+        "`kgpipe link train` trains the linker's scorers."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(link_app, name="link")
 
 console = Console(stderr=True)
 FormatOpt = Annotated[
@@ -59,6 +87,13 @@ FormatOpt = Annotated[
         "--format",
         "-f",
         help="KG format (detected when omitted): fb15k-237, wn18rr, codex, wd50k, tsv, csv, jsonl, kgpipe",
+    ),
+]
+BundleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--bundle",
+        help="bundle folder with the models to use (default: KGPIPE_BUNDLE, else the shipped defaults)",
     ),
 ]
 ForceOpt = Annotated[
@@ -248,7 +283,7 @@ def _print_result(result: Mapping[str, object], as_json: bool, title: str) -> No
     Console().print(table)
 
 
-@app.command("link")
+@link_app.command("run")
 def link(
     infile: Annotated[
         Path,
@@ -271,8 +306,10 @@ def link(
         float | None,
         typer.Option("--min-score", help="NIL below this score, 0 to 1 (default: the scorer's threshold)"),
     ] = None,
+    bundle: BundleOpt = None,
 ) -> None:
-    """Link entity mentions in English text to KG entities (Wikidata QIDs), writing ELEVANT-style JSONL."""
+    """Link entity mentions in English text to KG entities (Wikidata QIDs), writing ELEVANT-style
+    JSONL. The default command: `kgpipe link IN.jsonl --out OUT.jsonl` runs it."""
     from tqdm.auto import tqdm
 
     from kg.link.io import read_documents, write_linked
@@ -288,13 +325,17 @@ def link(
         write_linked(out, [], [])
         console.print(f"no documents in {infile}; wrote an empty {out}")
         return
-    linker = _linker(kg_path, min_score)
+    linker = _linker(kg_path, bundle)
     results = []
     batch = 64
     with tqdm(total=len(docs), desc="linking", unit="doc", file=sys.stderr) as bar:
         for i in range(0, len(docs), batch):
             part = docs[i : i + batch]
-            results += linker.link_many([d.text for d in part], [d.spans for d in part] if spans else None)  # type: ignore[misc]
+            results += linker.link_many(
+                [d.text for d in part],
+                [d.spans or [] for d in part] if spans else None,
+                min_score=min_score,
+            )
             bar.update(len(part))
     write_linked(out, docs, results)
     n = sum(map(len, results))
@@ -351,6 +392,7 @@ def encoder_finetune(
         ),
     ] = None,
     force: ForceOpt = False,
+    bundle: BundleOpt = None,
 ) -> None:
     """Fine-tune a head on a text model, with or without knowledge; writes DIR/model.safetensors + config.json."""
     from encoders.data import TASKS, read_examples
@@ -376,9 +418,11 @@ def encoder_finetune(
     _positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--max-length", max_length))
     check_output(out, FORMAT, (train, dev, kg_path, transe, model, pretrained), force)
     resolve_device(device)  # a typo or a missing GPU fails before the model loads
+    kg_path, transe = _from_bundle(bundle, kg_path, transe)
     train_ex, dev_ex = read_examples(train, task), read_examples(dev, task)
     if link:
-        _link_examples(train_ex + dev_ex, kg_path)
+        linked = _link_examples(train_ex + dev_ex, kg_path, bundle)
+        train_ex, dev_ex = linked[: len(train_ex)], linked[len(train_ex) :]
     labels = sorted({label for ex in train_ex for label in ex.labels})
     if not labels:
         raise KGFormatError(
@@ -443,6 +487,7 @@ def encoder_pretrain(
         str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
     ] = "auto",
     force: ForceOpt = False,
+    bundle: BundleOpt = None,
 ) -> None:
     """ERNIE's alignment pre-training (denoising entity auto-encoder) of the fusion on linked text;
     `encoder finetune --knowledge ernie --pretrained DIR` starts from it."""
@@ -455,10 +500,13 @@ def encoder_pretrain(
     _positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr))
     check_output(out, FORMAT, (data, kg_path, transe, model), force)
     resolve_device(device)
+    kg_path, transe = _from_bundle(bundle, kg_path, transe)
     texts = read_texts(data)
-    bare = [ex for ex in texts if not ex.entities]
-    if link and bare:
-        _link_examples(bare, kg_path)
+    if link and any(not ex.entities for ex in texts):
+        bare = [i for i, ex in enumerate(texts) if not ex.entities]
+        done = _link_examples([texts[i] for i in bare], kg_path, bundle)
+        for i, ex in zip(bare, done, strict=True):
+            texts[i] = ex
     cfg = EncoderConfig("sequence", "ernie", ["-"])
     cfg.kg, cfg.transe = str(kg_path or ""), str(transe or "")
     net = KnowledgeEncoder.create(cfg, knowledge_for("ernie", kg_path, transe), model, seed=seed)
@@ -482,22 +530,32 @@ def _positive(*options: tuple[str, float]) -> None:
             raise typer.BadParameter(f"{name} must be positive, not {value}")
 
 
-def _linker(kg_path: Path | None, min_score: float | None = None) -> Linker:
-    """The linker over `kg_path` (default: the bundled KG); a KG it cannot use fails before the
-    text model loads."""
-    from encoders.text import text_embedder
-    from kg.io import bundled_kg_path, load_kg
-    from kg.link.linker import Linker, require_names
+def _linker(kg_path: Path | None, bundle: Path | None) -> Linker:
+    """The bundle's linker, over `kg_path` when given (a KG it cannot use fails before any model
+    loads)."""
+    from kg.io import load_kg
+    from kg.link.linker import require_names
+    from pipeline.bundle import load
 
-    kg = require_names(load_kg(kg_path or bundled_kg_path()))
-    return Linker(kg, min_score=min_score, embed=text_embedder())
+    kg = require_names(load_kg(kg_path)) if kg_path is not None else None
+    opened = load(bundle, eager=kg is None)
+    return opened.linker if kg is None else opened.linker_for(kg)
 
 
-def _link_examples(examples: list[Example], kg_path: Path | None) -> None:
+def _from_bundle(bundle: Path | None, kg_path: Path | None, transe: Path | None) -> tuple[Path, Path]:
+    """--kg and --transe, or where they are not given, the bundle's KG and TransE parts (checked)."""
+    from kg.manifest import default_bundle, read_manifest
+
+    _, parts = read_manifest(bundle or default_bundle(), verify=True)
+    return kg_path or parts["kg"].path, transe or parts["transe"].path
+
+
+def _link_examples(examples: list[Example], kg_path: Path | None, bundle: Path | None) -> list[Example]:
     from encoders.knowledge import link_examples
 
-    n = link_examples(examples, _linker(kg_path))
+    linked, n = link_examples(examples, _linker(kg_path, bundle))
     console.print(f"linked {n:,} entity mentions in examples that named none")
+    return linked
 
 
 @encoder_app.command("eval")
@@ -511,6 +569,7 @@ def encoder_eval(
     device: Annotated[
         str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
     ] = "auto",
+    bundle: BundleOpt = None,
 ) -> None:
     """Score a fine-tuned encoder on labelled examples: macro-F1 and micro-F1."""
     from encoders.data import read_examples
@@ -521,21 +580,153 @@ def encoder_eval(
     net = KnowledgeEncoder.load(model_dir, device=str(resolve_device(device)))
     examples = read_examples(data, net.cfg.task)
     if link:
-        _link_examples(examples, Path(net.cfg.kg) if net.cfg.kg else None)
+        examples = _link_examples(examples, Path(net.cfg.kg) if net.cfg.kg else None, bundle)
     result = {**evaluate(net, examples), "task": net.cfg.task, "knowledge": net.cfg.knowledge}
     _print_result(result, as_json, f"{model_dir} on {data}")
 
 
+@link_app.command("train")
+def link_train(
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            "--data",
+            help="labelled documents, ELEVANT JSONL (text, labels with span and entity_id); repeat for more files",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="linker folder to write (`bundle build --linker` takes it)")
+    ],
+    kg_path: Annotated[
+        Path | None, typer.Option("--kg", help="KG the linker links to (default: the bundle's)")
+    ] = None,
+    folds: Annotated[
+        int, typer.Option("--folds", help="cross-validation folds that choose the NIL threshold")
+    ] = 5,
+    sentences: Annotated[
+        bool,
+        typer.Option("--sentences/--no-sentences", help="also train on each sentence alone (short texts)"),
+    ] = True,
+    caseless: Annotated[
+        bool,
+        typer.Option("--caseless/--no-caseless", help="also train the scorer for text without capitals"),
+    ] = True,
+    bundle: BundleOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Train the linker's scorers on labelled documents and write a linker folder."""
+    from rich.progress import Progress
+
+    from kg.link.disambiguate import Scorer
+    from kg.link.linker import LINKER_FORMAT
+    from kg.link.train import read_documents, train_linker
+
+    if folds < 2:
+        raise typer.BadParameter(f"must be at least 2, not {folds}", param_hint="'--folds'")
+    check_output(out, LINKER_FORMAT, (*data, kg_path), force)
+    sets = {
+        path.name.removesuffix(".jsonl").removesuffix(".benchmark"): read_documents(path) for path in data
+    }
+    start = time.perf_counter()
+    linker = _linker(kg_path, bundle)
+    linker.scorer = Scorer()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("training the linker", total=folds + 5)
+
+        def step(message: str) -> None:
+            progress.update(task, advance=1, description=message)
+
+        report = train_linker(
+            linker, sets, folds=folds, with_sentences=sentences, caseless=caseless, progress=step
+        )
+    linker.save(out)
+    console.print(
+        f"linker trained on {report.documents:,} documents ({report.mentions:,} mentions with candidates, "
+        f"{report.mentions_with_gold_candidate:,} with the gold entity among them) in "
+        f"{time.perf_counter() - start:.0f} s; NIL threshold {report.threshold} chosen on {report.folds}-fold "
+        f"cross-validated predictions -> {out}"
+    )
+    table = Table(
+        title=f"{report.folds}-fold cross-validated (each document scored by a model that did not see it)"
+    )
+    for column in ("set", "P", "R", "F1", "gold"):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for name, r in report.sets.items():
+        table.add_row(
+            name, f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", f"{int(r['gold']):,}"
+        )
+    console.print(table)
+
+
+@bundle_app.command("build")
+def bundle_build(
+    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder to write")],
+    kg_path: Annotated[Path | None, typer.Option("--kg", help="KG (default: the default bundle's)")] = None,
+    transe: Annotated[
+        Path | None, typer.Option("--transe", help="TransE checkpoint trained on that KG (`kgpipe kg train`)")
+    ] = None,
+    linker: Annotated[
+        Path | None, typer.Option("--linker", help="linker folder built for that KG (`kgpipe link train`)")
+    ] = None,
+    classifier: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--classifier", help="NAME=DIR: a fine-tuned encoder (`kgpipe encoder finetune`); repeatable"
+        ),
+    ] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Write a bundle: the KG, TransE, the linker and classifiers in one checksummed folder."""
+    from pipeline.bundle import build, bundle_info
+
+    classifiers = {}
+    for item in classifier or []:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder or "/" in name:
+            raise typer.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint="'--classifier'")
+        classifiers[name] = Path(folder)
+    manifest = build(out, kg_path, transe, linker, classifiers, force)
+    info = bundle_info(manifest)
+    console.print(
+        f"wrote bundle {out}: "
+        + ", ".join(f"{name} ({p['files']} files)" for name, p in info["parts"].items())
+    )
+
+
+@bundle_app.command("info")
+def bundle_info_command(
+    path: Annotated[Path, typer.Argument(metavar="DIR", help="bundle folder")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Check every file of a bundle against its checksum and show its parts."""
+    from kg.manifest import read_manifest
+    from pipeline.bundle import bundle_info
+
+    manifest, _ = read_manifest(path, verify=True)
+    info = bundle_info(manifest)
+    if as_json:
+        print(json.dumps(info))
+        return
+    table = Table(
+        title=f"bundle {path} (format {info['format_version']}, kgpipe {info.get('kgpipe_version')})"
+    )
+    for column in ("part", "folder", "files", "sha256", "source"):
+        table.add_column(column)
+    for name, p in info["parts"].items():
+        table.add_row(name, p["path"], str(p["files"]), p["sha256"][:16], p["source"])
+    Console().print(table)
+    console.print("every file matches its checksum")
+
+
 @app.command("demo")
 def demo(
-    kg_path: Annotated[
-        Path | None, typer.Option("--kg", help="KG to use (default: the bundled FB15k-237)")
-    ] = None,
+    kg_path: Annotated[Path | None, typer.Option("--kg", help="KG to use (default: the bundle's)")] = None,
+    bundle: BundleOpt = None,
 ) -> None:
     """Run the main job on the bundled defaults and show what kgpipe does."""
     from pipeline.demo import run_demo
 
-    run_demo(kg_path)
+    run_demo(kg_path, bundle)
 
 
 def main(argv: list[str] | None = None) -> None:

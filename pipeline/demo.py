@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
@@ -16,17 +17,22 @@ from rich.table import Table
 
 from kg.embed import EntityVectors, TrainConfig, train_transe
 from kg.graph import KnowledgeGraph
-from kg.io import bundled_kg_path, bundled_transe_path, data_root, load_kg
+from kg.io import data_root, load_kg
+
+if TYPE_CHECKING:
+    from pipeline.bundle import Bundle
 
 WELL_KNOWN = ["Q90", "Q76", "Q1299", "Q2", "Q11660"]  # Paris, Barack Obama, The Beatles, Earth, AI
 
 
-def run_demo(kg_path: Path | None = None) -> None:
+def run_demo(kg_path: Path | None = None, bundle_path: Path | None = None) -> None:
+    from pipeline.bundle import load
+
     console = Console()
-    path = kg_path or bundled_kg_path()
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("loading KG", total=3)
-        kg = load_kg(path)
+        task = progress.add_task("loading the bundle", total=3)
+        bundle = load(bundle_path, eager=False)
+        kg = load_kg(kg_path) if kg_path is not None else bundle.kg
         progress.update(task, advance=1, description="degrees")
         degrees = kg.degrees()
         progress.update(task, advance=1, description="adjacency")
@@ -34,15 +40,13 @@ def run_demo(kg_path: Path | None = None) -> None:
         progress.update(task, advance=1)
     show_summary(console, kg, degrees)
     show_neighbours(console, kg)
-    show_transe(console, kg, load_or_train_transe(console, kg, use_bundled=kg_path is None))
-    show_linking(console, kg)
+    own = kg.fingerprint == bundle.kg.fingerprint
+    show_transe(console, kg, bundle_transe(console, bundle) if own else train_quick_transe(console, kg))
+    show_linking(console, kg, bundle)
 
 
-def show_linking(console: Console, kg: KnowledgeGraph, limit: int = 3) -> None:
+def show_linking(console: Console, kg: KnowledgeGraph, bundle: Bundle, limit: int = 3) -> None:
     """Link the bundled sample documents and print them with their entities marked."""
-    from encoders.text import text_embedder
-    from kg.link.linker import Linker
-
     if not any(kg.labels):
         console.print(
             f"[yellow]linking skipped:[/] {escape(kg.name)} names none of its entities, and the linker finds "
@@ -51,7 +55,7 @@ def show_linking(console: Console, kg: KnowledgeGraph, limit: int = 3) -> None:
         return
     with open(data_root() / "corpus" / "sample.jsonl", encoding="utf-8") as f:
         docs = [json.loads(line) for line in f if line.strip()][:limit]
-    linker = Linker(kg, embed=text_embedder())
+    linker = bundle.linker_for(kg)
     for doc, linked in zip(docs, linker.link_many([d["text"] for d in docs]), strict=True):
         text, parts, pos = doc["text"], [], 0
         for x in linked:
@@ -65,17 +69,20 @@ def show_linking(console: Console, kg: KnowledgeGraph, limit: int = 3) -> None:
         console.print("".join(parts))
 
 
-def load_or_train_transe(console: Console, kg: KnowledgeGraph, use_bundled: bool) -> EntityVectors:
-    """The bundled checkpoint for the bundled KG; otherwise a quick TransE (two minutes at most)."""
-    path = bundled_transe_path()
-    if use_bundled and path.exists():
-        vectors = EntityVectors.load(path)
-        test = json.loads((path / "metrics.json").read_text()).get("test") or {}
-        console.print(
-            f"TransE: bundled checkpoint {path} (dim {vectors.model.config.dim})"
-            + (f", test MRR {test['mrr']:.3f}" if test else "")
-        )
-        return vectors
+def bundle_transe(console: Console, bundle: Bundle) -> EntityVectors:
+    """The bundle's TransE checkpoint, with its test MRR."""
+    path = bundle.parts["transe"].path
+    metrics = path / "metrics.json"
+    test = (json.loads(metrics.read_text()).get("test") or {}) if metrics.exists() else {}
+    console.print(
+        f"TransE: bundle checkpoint {path} (dim {bundle.transe.model.config.dim})"
+        + (f", test MRR {test['mrr']:.3f}" if test else "")
+    )
+    return bundle.transe
+
+
+def train_quick_transe(console: Console, kg: KnowledgeGraph) -> EntityVectors:
+    """A quick TransE (two minutes at most) for a KG the bundle has no vectors for."""
     console.print(f"TransE: training on {kg.name} for at most 2 minutes (`kgpipe kg train` trains properly)")
     trainer, metrics = train_transe(kg, TrainConfig(dim=64, epochs=50, max_minutes=2.0))
     console.print(f"TransE: {metrics['epochs_run']} epochs, test MRR {metrics['test'].get('mrr', 0):.3f}")

@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kg.cache import Memo
 from kg.graph import KnowledgeGraph
+from kg.storage import atomic_write
 
 _SPACES = re.compile(r"\s+")
 _EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
@@ -78,7 +80,7 @@ class AliasTable:
     def __init__(self, aliases: dict[str, list[tuple[int, float]]]) -> None:
         self.aliases = aliases
         self._keys: list[str] | None = None
-        self._fuzzy_memo: dict[tuple[str, int, float], list[Candidate]] = {}
+        self.fuzzy_memo: Memo[tuple[str, int, float], list[Candidate]] = Memo(100_000)
 
     @classmethod
     def from_kg(
@@ -139,20 +141,18 @@ class AliasTable:
         from rapidfuzz import fuzz, process
 
         key = normalize(name)
-        memo = self._fuzzy_memo
-        if (key, k, cutoff) in memo:  # names recur across documents
-            return memo[key, k, cutoff]
-        if len(memo) > 100_000:
-            memo.clear()
-        out: dict[int, Candidate] = {}
-        for alias, score, _ in process.extract(
-            key, self._by_initial.get(key[:1], []), scorer=fuzz.ratio, limit=k, score_cutoff=cutoff
-        ):
-            for e, p in self.aliases[alias][:3]:
-                if e not in out:
-                    out[e] = Candidate(e, p * score / 100.0, "fuzzy", score / 100.0)
-        memo[key, k, cutoff] = list(out.values())
-        return memo[key, k, cutoff]
+
+        def compute() -> list[Candidate]:
+            out: dict[int, Candidate] = {}
+            for alias, score, _ in process.extract(
+                key, self._by_initial.get(key[:1], []), scorer=fuzz.ratio, limit=k, score_cutoff=cutoff
+            ):
+                for e, p in self.aliases[alias][:3]:
+                    if e not in out:
+                        out[e] = Candidate(e, p * score / 100.0, "fuzzy", score / 100.0)
+            return list(out.values())
+
+        return self.fuzzy_memo.get_or_compute((key, k, cutoff), compute)  # names recur across documents
 
     def save(self, path: str | Path) -> None:
         keys, ents, priors = [], [], []
@@ -161,13 +161,11 @@ class AliasTable:
                 keys.append(key)
                 ents.append(e)
                 priors.append(p)
-        pq.write_table(
-            pa.table(
-                {"alias": keys, "entity": pa.array(ents, pa.int32()), "prior": pa.array(priors, pa.float32())}
-            ),
-            path,
-            compression="zstd",
+        table = pa.table(
+            {"alias": keys, "entity": pa.array(ents, pa.int32()), "prior": pa.array(priors, pa.float32())}
         )
+        with atomic_write(path, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
 
     @classmethod
     def load(cls, path: str | Path) -> AliasTable:

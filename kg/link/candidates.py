@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 from rapidfuzz import fuzz
 
+from kg.cache import Memo
 from kg.graph import KnowledgeGraph
 from kg.link.aliases import AliasTable, Candidate, normalize
 from kg.link.dense import DenseIndex
@@ -39,9 +40,12 @@ class CandidateGenerator:
     longer_names: int = 10  # entities whose name starts with the mention, best-connected first (0: off)
     dense: DenseIndex | None = None  # entity-description search for names no alias matches
     dense_k: int = 10
-    _dense_cache: dict[str, list[tuple[int, float]]] = field(default_factory=dict, repr=False)
-    _expand_memo: dict[tuple[str, int], list[int]] = field(default_factory=dict, repr=False)
-    places: dict[str, list[int]] | None = None  # first three letters of a place's name → places
+    dense_hits_memo: Memo[str, list[tuple[int, float]]] = field(
+        default_factory=lambda: Memo(100_000), repr=False
+    )
+    neighbours_named_memo: Memo[tuple[str, int], list[int]] = field(
+        default_factory=lambda: Memo(100_000), repr=False
+    )
 
     def generate(self, mentions: list[Mention]) -> list[list[Candidate]]:
         base: list[dict[int, Candidate]] = []
@@ -110,13 +114,12 @@ class CandidateGenerator:
     def dense_hits(self, texts: list[str]) -> dict[str, list[tuple[int, float]]]:
         """Dense-search hits per text, from the cache where a text was searched before."""
         assert self.dense is not None
-        cache = self._dense_cache
-        todo = list(dict.fromkeys(t for t in texts if t not in cache))
-        if len(cache) + len(todo) > 100_000:  # bounded for long jobs
-            cache.clear()
-            todo = list(dict.fromkeys(texts))
-        cache.update(zip(todo, self.dense.search(todo, self.dense_k), strict=True))
-        return {t: cache[t] for t in texts}
+        memo = self.dense_hits_memo
+        found = {t: memo.get(t) for t in dict.fromkeys(texts)}
+        todo = [t for t, hits in found.items() if hits is None]
+        for t, hits in zip(todo, self.dense.search(todo, self.dense_k), strict=True):
+            found[t] = memo.put(t, hits)
+        return {t: found[t] or [] for t in texts}
 
     def names_something(self, m: Mention) -> bool:
         """Whether the span finds entities by its own name: exactly, fuzzily or as a demonym."""
@@ -162,19 +165,18 @@ class CandidateGenerator:
     def _neighbours_named_like(self, key: str, entity: int) -> list[int]:
         """`entity`'s KG neighbours whose name is related to `key`, best-connected first; cached,
         as documents keep naming the same places."""
-        memo = self._expand_memo
-        if (key, entity) not in memo:
-            if len(memo) > 100_000:  # bounded for long jobs
-                memo.clear()
+
+        def compute() -> list[int]:
             adj = self.kg.adjacency
             neigh = np.unique(adj.neighbor[adj.row(entity)])
             neigh = neigh[np.argsort(-self._degree[neigh], kind="stable")]
-            memo[key, entity] = [
+            return [
                 n
                 for n in neigh[self._prefix3[neigh] == key[:3]].tolist()  # a cheap sieve first
                 if self.kg.qids[n] and _related_name(key, self._labels[n])
             ]
-        return memo[key, entity]
+
+        return self.neighbours_named_memo.get_or_compute((key, entity), compute)
 
     def _named_longer(self, key: str) -> list[Candidate]:
         """Entities whose name is the mention plus more words: a place standing for its team or

@@ -15,9 +15,11 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from kg.io import bundled_kg_path, load_kg
+from kg.embed.checkpoint import EntityVectors
+from kg.io import load_kg
 from kg.link.dense import Embed
 from kg.link.linker import LinkedEntity, Linker
+from kg.manifest import default_part
 
 if not Span.has_extension("kg_score"):
     Span.set_extension("kg_score", default=None)
@@ -29,7 +31,9 @@ SPAN_GROUP = "kg_entities"
 class KGLinkerComponent:
     """Links `doc.ents` (plus KG-alias matches the NER missed) to one KG.
 
-    kg (str | None): KG folder or file; the bundled FB15k-237 when None.
+    kg (str | None): KG folder or file; the default bundle's (FB15k-237) when None.
+    linker (str | None): a linker folder (`kgpipe link train`); the default bundle's when None. Its
+        scorer and names serve any KG; its entity vectors are used when it was built for `kg`.
     min_score (float | None): NIL below this confidence (0 to 1); the trained scorer's threshold when None.
     keep_nil (bool): also put the mentions judged NIL into `doc.spans["kg_entities"]`, with an
         empty `kb_id_` (the NER's own entities stay in `doc.ents` either way).
@@ -47,11 +51,20 @@ class KGLinkerComponent:
         min_score: float | None,
         keep_nil: bool,
         embedder: Embed | None,
+        linker: str | None = None,
     ) -> None:
         self.name = name
         self.keep_nil = keep_nil
-        graph = load_kg(Path(kg) if kg else bundled_kg_path())
-        self.linker = Linker(graph, min_score=min_score, nlp=nlp, embed=embedder)
+        graph = load_kg(Path(kg) if kg else default_part("kg"))
+        self.linker = Linker.load(
+            Path(linker) if linker else default_part("linker"),
+            graph,
+            same_kg=False,
+            min_score=min_score,
+            nlp=nlp,
+            embed=embedder,
+            transe=EntityVectors.load(default_part("transe")),
+        )
 
     def predict(self, docs: Iterable[Doc]) -> list[list[LinkedEntity]]:
         """Decide each doc's entities without touching the docs."""
@@ -116,6 +129,7 @@ class KGLinkerComponent:
     "kgpipe_linker",
     default_config={
         "kg": None,
+        "linker": None,
         "min_score": None,
         "keep_nil": False,
         "embedder": {"@misc": "kgpipe.text_embedder.v1"},
@@ -124,6 +138,12 @@ class KGLinkerComponent:
     assigns=["doc.ents", "token.ent_kb_id", "span._.kg_score"],
 )
 def make_kgpipe_linker(
-    nlp: Language, name: str, kg: str | None, min_score: float | None, keep_nil: bool, embedder: Embed | None
+    nlp: Language,
+    name: str,
+    kg: str | None,
+    linker: str | None,
+    min_score: float | None,
+    keep_nil: bool,
+    embedder: Embed | None,
 ) -> KGLinkerComponent:
-    return KGLinkerComponent(nlp, name, kg, min_score, keep_nil, embedder)
+    return KGLinkerComponent(nlp, name, kg, min_score, keep_nil, embedder, linker)

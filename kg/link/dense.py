@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 from tqdm.auto import tqdm
 
+from kg.errors import KGFormatError
 from kg.graph import KnowledgeGraph
-from kg.io import data_root
 from kg.storage import atomic_write
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -39,16 +40,31 @@ def cache_root() -> Path:
     return settings().cache
 
 
-def entity_vectors(kg: KnowledgeGraph, embed: Embed, batch_size: int = 256) -> np.ndarray:
-    """float32[num_entities, dim], unit rows; zero rows for entities with no name.
+def vectors_file_name(kg: KnowledgeGraph, embed: Embed) -> str:
+    """The file the entity vectors of `kg` under `embed` are kept in: named by what they depend on."""
+    return f"entities-{fingerprint(kg, embed)}.safetensors"
 
-    Looked up by fingerprint in the bundled `data/linker/` and then the user cache; computed (with a
+
+def entity_vectors(
+    kg: KnowledgeGraph, embed: Embed, folder: Path | None = None, batch_size: int = 256
+) -> np.ndarray:
+    """float32[num_entities, dim], unit rows (float16 precision); zero rows for entities with no name.
+
+    Looked up by fingerprint in `folder` (a linker folder) and then the user cache; computed (with a
     progress bar) and written to the user cache when neither has them.
     """
-    name = f"entities-{fingerprint(kg, embed)}.safetensors"
-    for folder in (data_root() / "linker", cache_root()):
-        if (folder / name).exists():
-            return load_file(folder / name)["vectors"].astype(np.float32)
+    name = vectors_file_name(kg, embed)
+    for place in (folder, cache_root()):
+        if place is not None and (place / name).exists():
+            try:
+                return load_file(place / name)["vectors"].astype(np.float32)
+            except (SafetensorError, OSError, KeyError) as e:
+                raise KGFormatError(
+                    place / name,
+                    None,
+                    f"damaged entity vectors ({e})",
+                    "Delete the file: it is computed again",
+                ) from e
     named = [i for i in range(kg.num_entities) if kg.labels[i]]
     parts = []
     for start in tqdm(
@@ -59,9 +75,10 @@ def entity_vectors(kg: KnowledgeGraph, embed: Embed, batch_size: int = 256) -> n
     vectors = np.zeros((kg.num_entities, dim), dtype=np.float32)
     if parts:
         vectors[named] = np.concatenate(parts)
+    stored = vectors.astype(np.float16)  # what the file keeps, so a later run reads the same
     with atomic_write(cache_root() / name, "wb") as f:
-        f.write(save({"vectors": vectors.astype(np.float16)}))
-    return vectors
+        f.write(save({"vectors": stored}))
+    return stored.astype(np.float32)
 
 
 class DenseIndex:

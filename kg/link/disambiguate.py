@@ -20,10 +20,12 @@ import lightgbm as lgb
 import numpy as np
 from rapidfuzz import fuzz
 
+from kg.cache import Memo
 from kg.errors import KGFormatError
 from kg.graph import KnowledgeGraph
 from kg.link.aliases import Candidate, normalize
 from kg.link.mentions import Mention, without_capitals
+from kg.storage import atomic_write
 
 FEATURES = [
     "bias",
@@ -154,17 +156,16 @@ class Context:
     vectors: np.ndarray | None = None  # float32[num_entities, dim] unit rows, for context similarity
     transe: np.ndarray | None = None  # float32[num_entities, dim] unit TransE rows (zero: no vector)
 
-    _neighbours: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
+    neighbours_memo: Memo[int, frozenset[int]] = field(default_factory=lambda: Memo(50_000), repr=False)
 
     def neighbours(self, entity: int) -> frozenset[int]:
         """The entity's KG neighbours (either direction), cached: documents keep meeting the same ones."""
-        found = self._neighbours.get(entity)
-        if found is None:
-            if len(self._neighbours) >= 50_000:  # bounded for big KGs and long jobs
-                self._neighbours.clear()
+
+        def compute() -> frozenset[int]:
             adj = self.kg.adjacency
-            found = self._neighbours[entity] = frozenset(adj.neighbor[adj.row(entity)].tolist())
-        return found
+            return frozenset(adj.neighbor[adj.row(entity)].tolist())
+
+        return self.neighbours_memo.get_or_compute(entity, compute)
 
     @classmethod
     def build(cls, kg: KnowledgeGraph) -> Context:
@@ -533,14 +534,27 @@ class Scorer:
 
     def save(self, path: str | Path) -> None:
         """Written to a temporary file beside `path`, then renamed: a failed save leaves the old file."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state()))
-        tmp.replace(path)
+        with atomic_write(path) as f:
+            f.write(json.dumps(self.state()))
 
     @classmethod
     def load(cls, path: str | Path) -> Scorer:
-        return cls.from_state(json.loads(Path(path).read_text()), path)
+        try:
+            state = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise KGFormatError(
+                path, None, f"damaged scorer file ({str(e)[:120]})", "Train it again with `kgpipe link train`"
+            ) from e
+        if not isinstance(state, dict):
+            raise KGFormatError(path, 1, "not a scorer (a JSON object)", "Train it with `kgpipe link train`")
+        try:
+            return cls.from_state(state, path)
+        except (lgb.basic.LightGBMError, KeyError, TypeError, ValueError) as e:
+            if isinstance(e, KGFormatError):
+                raise
+            raise KGFormatError(
+                path, None, f"damaged scorer ({str(e)[:120]})", "Train it again with `kgpipe link train`"
+            ) from e
 
     @classmethod
     def from_state(cls, d: dict, path: str | Path, names: list[str] = FEATURES) -> Scorer:
@@ -549,7 +563,7 @@ class Scorer:
                 path,
                 None,
                 f"the scorer was trained on features {d.get('features')} by another kgpipe version, not on the {len(names)} features of this one",
-                "Retrain it with `python benchmarks/el.py train`",
+                "Train it again with `kgpipe link train`",
             )
         second, caseless = d.get("collective"), d.get("caseless")
         return cls(

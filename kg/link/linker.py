@@ -5,6 +5,7 @@ Build once per process (spaCy, alias matcher, KG context); `link_many` streams d
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -12,19 +13,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from kg.embed.checkpoint import EntityVectors
-from kg.errors import KGPipeError
+from kg.errors import KGFormatError, KGPipeError
 from kg.graph import KnowledgeGraph
-from kg.io import data_root, load_kg, without_surrogates
+from kg.io import without_surrogates
 from kg.link.aliases import AliasTable, Candidate, normalize
 from kg.link.candidates import CandidateGenerator, person_antecedents
-from kg.link.dense import DenseIndex, Embed, entity_vectors
+from kg.link.dense import DenseIndex, Embed, entity_vectors, vectors_file_name
 from kg.link.disambiguate import Context, Scorer, featurize
-from kg.link.leads import load_names
+from kg.link.leads import load_names, save_names
 from kg.link.mentions import Mention, MentionFinder, given_mentions
 from kg.link.nlp import load_spacy
+from kg.storage import atomic_dir, read_model_config, write_json
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -41,14 +42,6 @@ _CUTS = ("\n\n", "\n", ". ", "? ", "! ", "; ", " ")
 
 class BadTextError(KGPipeError):
     """Input that is not linkable text: not a string, not UTF-8, or too long."""
-
-
-def bundled_transe() -> EntityVectors | None:
-    """The bundled TransE model, if it is installed."""
-    from kg.io import bundled_transe_path
-
-    path = bundled_transe_path()
-    return EntityVectors.load(path) if (path / "model.safetensors").exists() else None
 
 
 def transe_rows(
@@ -79,14 +72,6 @@ class LinkedEntity:
     score: float
     entity: int  # row in the KG, -1 for NIL
     label: str  # NER label of the mention
-
-
-def bundled_scorer_path() -> Path:
-    return data_root() / "linker" / "scorer.json"
-
-
-def bundled_names_path() -> Path:
-    return data_root() / "linker" / "names.parquet"
 
 
 def check_text(text: object, where: str = "input") -> str:
@@ -143,8 +128,17 @@ def require_names(kg: KnowledgeGraph) -> KnowledgeGraph:
     return kg
 
 
+LINKER_FORMAT = "kgpipe-linker/1"
+FILE_META, FILE_SCORER, FILE_NAMES = "linker.json", "scorer.json", "names.parquet"
+
+
 class Linker:
-    """Entity linker over one KG. `min_score` overrides the scorer's NIL threshold."""
+    """Entity linker over one KG. `min_score` overrides the scorer's NIL threshold.
+
+    It reads no file by itself: its parts are given (`Linker(kg, scorer=..., ...)`), or read from
+    a linker folder by `Linker.load(folder, kg, ...)`, the mirror of `save(folder)`; the bundle
+    (`pipeline.load()`) resolves the defaults.
+    """
 
     def __init__(
         self,
@@ -156,18 +150,24 @@ class Linker:
         embed: Embed | None = None,
         transe: EntityVectors | None = None,
         other_names: Mapping[str, list[str]] | None = None,
+        vectors_from: Path | None = None,
     ) -> None:
-        """`nlp`: an already loaded spaCy pipeline to share (the spaCy component passes its own);
-        otherwise `spacy_model` (a name, default the offline English pipeline) is loaded, NER only.
-        `transe`: TransE vectors for graph coherence; by default the bundled FB15k-237 model where
-        it knows most of `kg`'s entities (matched by key or QID), else none. `other_names`: QID →
-        names the KG lacks (default: those mined from Wikipedia leads, `data/linker/names.parquet`)."""
+        """`scorer`: the trained scorer (an untrained one trusts prior and name). `nlp`: an
+        already loaded spaCy pipeline to share (the spaCy component passes its own); otherwise
+        `spacy_model` (a name, default the offline English pipeline) is loaded, NER only.
+        `embed`: the text model for context similarity and dense candidates (None: off).
+        `transe`: TransE vectors for graph coherence, used where they know at least half of `kg`'s
+        entities (matched by key or QID). `other_names`: QID → names the KG lacks.
+        `vectors_from`: a linker folder that may hold the entity vectors already computed."""
         require_names(kg)
+        if min_score is not None and not 0.0 <= min_score <= 1.0:
+            raise KGPipeError(f"min_score must be a probability from 0 to 1, not {min_score}")
         self.kg = kg
         self.nlp = nlp if nlp is not None else load_spacy(spacy_model, enable=["ner"])
-        if other_names is None and bundled_names_path().exists():
-            other_names = load_names(bundled_names_path())
-        self.aliases = AliasTable.from_kg(kg, other_names=other_names)
+        # spaCy's pipeline and vocabulary are not made for concurrent calls: they take turns
+        self._nlp_lock = threading.Lock()
+        self.other_names = dict(other_names or {})
+        self.aliases = AliasTable.from_kg(kg, other_names=self.other_names)
         self.context = Context.build(kg)
         self.candidates = CandidateGenerator(self.context, self.aliases)
         self.finder = MentionFinder(
@@ -178,23 +178,73 @@ class Linker:
         )
         self.embed = embed
         if embed is not None:
-            self.context.vectors = entity_vectors(kg, embed)
+            self.context.vectors = entity_vectors(kg, embed, vectors_from)
             self.candidates.dense = DenseIndex(self.context.vectors, embed)
-        self.context.transe = (
-            transe_rows(kg, transe)
-            if transe is not None
-            else transe_rows(kg, bundled_transe(), min_share=0.5)
-        )
-        self.scorer = scorer or (
-            Scorer.load(bundled_scorer_path()) if bundled_scorer_path().exists() else Scorer()
-        )
+        self.context.transe = transe_rows(kg, transe, min_share=0.5)
+        self.scorer = scorer or Scorer()
         self.min_score = self.scorer.threshold if min_score is None else min_score
 
     @classmethod
-    def load(cls, kg_path: str | Path | None = None, **kwargs: object) -> Linker:
-        from kg.io import bundled_kg_path
+    def load(
+        cls,
+        folder: str | Path,
+        kg: KnowledgeGraph,
+        *,
+        same_kg: bool = True,
+        **kwargs: object,
+    ) -> Linker:
+        """The linker saved in `folder` (by `save` or `kgpipe link train`) over `kg`. With
+        `same_kg` (the default) the folder must have been built for this very KG; otherwise its
+        scorer and names serve another KG, whose entity vectors are computed (and cached)."""
+        folder = Path(folder)
+        writer = "kgpipe link train"
+        meta = read_model_config(folder, LINKER_FORMAT, "a linker folder", writer, FILE_META, FILE_SCORER)
+        built_for: dict[str, object] = meta["kg"] if isinstance(meta.get("kg"), dict) else {}
+        if same_kg and built_for.get("fingerprint") != kg.fingerprint:
+            raise KGFormatError(
+                folder / FILE_META,
+                None,
+                f"this linker was built for KG {built_for.get('name')!r} ({built_for.get('fingerprint')}), "
+                f"not {kg.name!r} ({kg.fingerprint})",
+                f"Build a linker for this KG with `{writer} --kg ...`, or leave out the linker",
+            )
+        names = load_names(folder / FILE_NAMES) if (folder / FILE_NAMES).exists() else {}
+        return cls(
+            kg,
+            scorer=Scorer.load(folder / FILE_SCORER),
+            other_names=names,
+            vectors_from=folder,
+            **kwargs,  # type: ignore[arg-type]
+        )
 
-        return cls(load_kg(kg_path or bundled_kg_path()), **kwargs)  # type: ignore[arg-type]
+    def save(self, folder: str | Path) -> Path:
+        """Write the folder atomically: linker.json (the KG it serves, the text model), scorer.json,
+        names.parquet (the names beside the KG's own) and the entity vectors, if computed."""
+        from safetensors.numpy import save_file
+
+        with atomic_dir(folder) as tmp:
+            self.scorer.save(tmp / FILE_SCORER)
+            save_names(self.other_names, tmp / FILE_NAMES)
+            vectors = None
+            if self.embed is not None and self.context.vectors is not None:
+                vectors = vectors_file_name(self.kg, self.embed)
+                save_file({"vectors": self.context.vectors.astype(np.float16)}, str(tmp / vectors))
+            write_json(
+                tmp / FILE_META,
+                {
+                    "format": LINKER_FORMAT,
+                    "kg": {
+                        "name": self.kg.name,
+                        "fingerprint": self.kg.fingerprint,
+                        "source": self.kg.source,
+                    },
+                    "text_model": getattr(self.embed, "model_id", None) if self.embed else None,
+                    "entity_vectors": vectors,
+                    "threshold": self.scorer.threshold,
+                    "names": sum(map(len, self.other_names.values())),
+                },
+            )
+        return Path(folder)
 
     def link(self, text: str, spans: Sequence[tuple[int, int]] | None = None) -> list[LinkedEntity]:
         return self.link_many([text], None if spans is None else [spans])[0]
@@ -204,7 +254,10 @@ class Linker:
         texts: Iterable[str],
         spans: Sequence[Sequence[tuple[int, int]]] | None = None,
         batch_size: int = 32,
+        min_score: float | None = None,
     ) -> list[list[LinkedEntity]]:
+        """Each text's linked entities; `spans` (per text) links only those spans; `min_score`
+        overrides the NIL threshold for this call (0: every mention's best candidate)."""
         texts = [check_text(t, f"document {i}") for i, t in enumerate(texts)]
         for i, doc_spans in enumerate(spans or []):
             bad = [(s, e) for s, e in doc_spans if not 0 <= s < e <= len(texts[i])]
@@ -222,14 +275,23 @@ class Linker:
                 where.append((i, lo))
                 piece_texts.append(text[lo:hi])
                 piece_spans.append([(s - lo, e - lo) for s, e in given if lo <= s and e <= hi])
-        linked = self._link_pieces(piece_texts, piece_spans if spans is not None else None, batch_size)
+        linked = self._link_pieces(
+            piece_texts,
+            piece_spans if spans is not None else None,
+            batch_size,
+            self.min_score if min_score is None else min_score,
+        )
         results: list[list[LinkedEntity]] = [[] for _ in texts]
         for (i, lo), found in zip(where, linked, strict=True):
             results[i] += [replace(x, start=x.start + lo, end=x.end + lo) for x in found] if lo else found
         return results
 
     def _link_pieces(
-        self, texts: list[str], spans: Sequence[Sequence[tuple[int, int]]] | None, batch_size: int
+        self,
+        texts: list[str],
+        spans: Sequence[Sequence[tuple[int, int]]] | None,
+        batch_size: int,
+        min_score: float,
     ) -> list[list[LinkedEntity]]:
         results = []
         chunk = 8 * batch_size  # documents held at once
@@ -237,25 +299,21 @@ class Linker:
             for lo in range(0, len(texts), chunk):
                 part = texts[lo : lo + chunk]
                 # the text model reads the openings while spaCy tags the documents: both release
-                # the GIL in their matrix code, so they overlap; torch gets one core fewer
-                # meanwhile, so that the two do not fight over the same cores. On one core the text
-                # model is the slower, so it goes on reading while mentions and candidates are found
-                threads = torch.get_num_threads()
-                torch.set_num_threads(max(threads - 1, 1))
-                try:
-                    pending = pool.submit(self.doc_vectors, part)
+                # the GIL in their matrix code, so they overlap; on one core the text model is the
+                # slower, so it goes on reading while mentions and candidates are found. torch's
+                # thread count is the process owner's to set (the CLI, a worker), never a call's
+                pending = pool.submit(self.doc_vectors, part)
+                with self._nlp_lock:
                     docs = list(self.nlp.pipe(part, batch_size=batch_size))
                     found = [
                         self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
                         for i, doc in enumerate(docs, start=lo)
                     ]
-                    self.candidates.prefetch([m for mentions in found for m in mentions])
-                    cands = [self.candidates.generate(mentions) for mentions in found]
-                    vectors = pending.result()
-                finally:
-                    torch.set_num_threads(threads)
+                self.candidates.prefetch([m for mentions in found for m in mentions])
+                cands = [self.candidates.generate(mentions) for mentions in found]
+                vectors = pending.result()
                 for mentions, cs, vector in zip(found, cands, vectors, strict=True):
-                    results.append(self.disambiguate(mentions, spans is not None, vector, cs))
+                    results.append(self.disambiguate(mentions, spans is not None, vector, cs, min_score))
         return results
 
     def _proper_name(self, text: str) -> bool:
@@ -264,13 +322,13 @@ class Linker:
         found = self.aliases.aliases.get(normalize(text))
         return found is not None and len(found) > 0 and self.kg.labels[found[0][0]][:1].isupper()
 
-    def forget(self) -> None:
+    def clear(self) -> None:
         """Empty the caches that fill as documents are linked (dense hits, fuzzy matches, KG
         neighbour sets): for timing a cold linker, or to give the memory back."""
-        self.candidates._dense_cache.clear()
-        self.candidates._expand_memo.clear()
-        self.aliases._fuzzy_memo.clear()
-        self.context._neighbours.clear()
+        self.candidates.dense_hits_memo.clear()
+        self.candidates.neighbours_named_memo.clear()
+        self.aliases.fuzzy_memo.clear()
+        self.context.neighbours_memo.clear()
 
     def doc_vectors(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray | None]:
         """Unit vectors of each text's opening (what the context features compare entities with)."""
@@ -288,9 +346,11 @@ class Linker:
         keep_nil: bool = False,
         doc_vector: np.ndarray | None = None,
         candidates: list[list[Candidate]] | None = None,
+        min_score: float | None = None,
     ) -> list[LinkedEntity]:
         """Choose an entity for each mention (among `candidates`, generated here if not given);
-        NIL mentions are dropped unless `keep_nil`."""
+        NIL (below `min_score`, default the linker's) mentions are dropped unless `keep_nil`."""
+        threshold = self.min_score if min_score is None else min_score
         cands = self.candidates.generate(mentions) if candidates is None else candidates
         feats = featurize(self.context, mentions, cands, doc_vector)
         decisions = self.scorer.for_mentions(mentions).decide(
@@ -305,7 +365,7 @@ class Linker:
                     decisions[i] = (bi, sj)
         out = []
         for m, cs, (best, score) in zip(mentions, cands, decisions, strict=True):
-            if cs and score >= self.min_score:
+            if cs and score >= threshold:
                 e = cs[best].entity
                 out.append(LinkedEntity(m.start, m.end, m.text, self.kg.qids[e], score, e, m.label))
                 continue

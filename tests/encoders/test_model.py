@@ -302,7 +302,7 @@ def test_bad_examples_name_file_line_and_fix(tmp_path: Path) -> None:
 
 def test_link_fills_missing_qids_and_adds_context() -> None:
     from encoders.knowledge import link_examples
-    from kg.link.linker import Linker
+    from pipeline import load
 
     ex = Example(
         "Barack Obama visited Paris and met Angela Merkel.",
@@ -310,10 +310,12 @@ def test_link_fills_missing_qids_and_adds_context() -> None:
         (EntitySpan(0, 12),),
         [EntitySpan(0, 12)],
     )
-    added = link_examples([ex], Linker.load())
-    assert ex.focus[0].qid == "Q76" and ex.entities[0] == ex.focus[0]
-    assert added >= 2 and {"Q76", "Q90"} <= {e.qid for e in ex.entities}
-    assert len({(e.start, e.end) for e in ex.entities}) == len(ex.entities)
+    before = repr(ex)
+    (new,), added = link_examples([ex], load().linker)
+    assert repr(ex) == before  # the caller's example is not changed
+    assert new.focus[0].qid == "Q76" and new.entities[0] == new.focus[0]
+    assert added >= 2 and {"Q76", "Q90"} <= {e.qid for e in new.entities}
+    assert len({(e.start, e.end) for e in new.entities}) == len(new.entities)
 
 
 def test_descriptions_widen_the_entity_stream_and_round_trip(

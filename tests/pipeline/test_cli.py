@@ -64,7 +64,7 @@ def test_demo_prints_summary_of_bundled_kg() -> None:
     assert "fb15k-237" in p.stdout
     assert "272,115" in p.stdout
     assert "United States of America" in p.stdout
-    assert "bundled checkpoint" in p.stdout
+    assert "bundle checkpoint" in p.stdout
     assert "Nearest entities in TransE space" in p.stdout
 
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from encoders.text import text_embedder
 from kg import load_kg
 from kg.link.aliases import AliasTable, normalize
 from kg.link.linker import PIECE_CHARS, BadTextError, Linker, text_pieces
+from pipeline import load
 
 
 @pytest.fixture(scope="module")
 def linker() -> Linker:
-    return Linker.load(embed=text_embedder())  # as `kgpipe link` builds it
+    return load().linker  # as `kgpipe link` opens it
 
 
 def test_normalize_folds_case_accents_and_dots() -> None:
@@ -370,7 +370,8 @@ def test_dense_search_finds_entities_no_alias_names(linker: Linker) -> None:
     assert 0.5 < found["Q648666"].name_score <= 1.0
     assert cands[1] == []  # people are matched by name only: dense search would find other people
     assert (
-        treasury.text in linker.candidates._dense_cache and person.text not in linker.candidates._dense_cache
+        treasury.text in linker.candidates.dense_hits_memo
+        and person.text not in linker.candidates.dense_hits_memo
     )
 
 
@@ -570,7 +571,7 @@ def test_scorer_trees_learn_to_rank_and_to_say_nil_and_refuse_an_older_scorer_fi
 
     old = json.loads((tmp_path / "scorer.json").read_text()) | {"rank": [0.0] * len(FEATURES)}
     (tmp_path / "old.json").write_text(json.dumps(old))
-    with pytest.raises(KGFormatError, match=r"el\.py train"):
+    with pytest.raises(KGFormatError, match=r"kgpipe link train"):
         Scorer.load(tmp_path / "old.json")
 
 

@@ -1,0 +1,217 @@
+"""`Bundle`: every model kgpipe runs, loaded once from one folder, safe to share between threads.
+
+A bundle is a folder with `manifest.json` and parts `kg/`, `transe/`, `linker/`, optional
+`classifiers/NAME/` and `store/` (see `kg.manifest`). `load(path)` checks every file's sha256 and
+that the parts fit together, then loads them; `load()` opens the defaults shipped in `data/` by the
+same code. The CLI, the batch job and the API all go through it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kg.errors import KGFormatError
+from kg.manifest import FILE, FORMAT_VERSION, Part, default_bundle, read_manifest, write_manifest
+from kg.storage import OutputError, atomic_dir, check_output
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from encoders.text import TextEncoder
+    from kg.embed.checkpoint import EntityVectors
+    from kg.graph import KnowledgeGraph
+    from kg.link.linker import LinkedEntity, Linker
+
+MIN_TRANSE_SHARE = 0.5  # TransE must know at least this share of the KG's entities to belong to it
+
+
+@dataclass
+class Bundle:
+    """The loaded parts of one bundle. `link` and `encode` may be called from many threads at once."""
+
+    path: Path
+    manifest: dict[str, Any]
+    parts: dict[str, Part]
+    kg: KnowledgeGraph
+    transe: EntityVectors
+    text: TextEncoder
+    min_score: float | None = None
+    _linker: Linker | None = field(default=None, repr=False)
+    _linkers: dict[str, Linker] = field(default_factory=dict, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def linker(self) -> Linker:
+        """The linker over the bundle's KG (loaded on first use when the bundle was opened with
+        `eager=False`; loading takes a few seconds: spaCy, the alias tables, the entity vectors)."""
+        with self._lock:
+            if self._linker is None:
+                from kg.link.linker import Linker
+
+                self._linker = Linker.load(
+                    self.parts["linker"].path,
+                    self.kg,
+                    embed=self.text.embedder(),
+                    transe=self.transe,
+                    min_score=self.min_score,
+                )
+            return self._linker
+
+    def link(
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]] | None = None
+    ) -> list[list[LinkedEntity]]:
+        """Each text's linked entities (offsets into the text, Wikidata QIDs, scores)."""
+        return self.linker.link_many(texts, spans)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32[len(texts), hidden]: unit document vectors from the bundle's text model (mean
+        pooled over at most 256 word pieces), what the vector store indexes."""
+        return self.text.embed(list(texts), max_length=256).numpy()
+
+    def linker_for(self, kg: KnowledgeGraph) -> Linker:
+        """A linker over another KG with this bundle's scorer and names (its entity vectors are
+        computed once and cached); the bundle's own linker when `kg` is the bundle's KG."""
+        if kg.fingerprint == self.kg.fingerprint:
+            return self.linker
+        with self._lock:
+            if kg.fingerprint not in self._linkers:
+                from kg.link.linker import Linker
+
+                self._linkers[kg.fingerprint] = Linker.load(
+                    self.parts["linker"].path,
+                    kg,
+                    same_kg=False,
+                    nlp=self.linker.nlp,
+                    embed=self.linker.embed,
+                    transe=self.transe,
+                    min_score=self.min_score,
+                )
+            return self._linkers[kg.fingerprint]
+
+    def info(self) -> dict[str, Any]:
+        return bundle_info(self.manifest)
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    verify: bool = True,
+    min_score: float | None = None,
+    eager: bool = True,
+) -> Bundle:
+    """Open the bundle at `path` (default: `KGPIPE_BUNDLE`, else the shipped defaults in `data/`).
+
+    Every file is checked against its sha256 first (unless `verify` is False), then the parts
+    are checked to fit: TransE trained on the bundle's KG, a linker built for it. `eager` loads
+    the linker now (a server or a worker), not on its first use (a command that may not link).
+    """
+    from encoders.text import TextEncoder
+    from kg.embed.checkpoint import EntityVectors
+    from kg.io import load_saved
+
+    root = Path(path) if path is not None else default_bundle()
+    manifest, parts = read_manifest(root, verify=verify)
+    kg = load_saved(parts["kg"].path, verify=False)  # verified above with the bundle
+    transe = EntityVectors.load(parts["transe"].path)
+    check_transe(transe, kg, parts["transe"].path)
+    bundle = Bundle(root, manifest, parts, kg, transe, TextEncoder.load(), min_score)
+    if eager:
+        _ = bundle.linker
+    return bundle
+
+
+def check_transe(transe: EntityVectors, kg: KnowledgeGraph, where: Path) -> None:
+    """Refuse TransE vectors that know too few of `kg`'s entities: trained on another KG."""
+    rows, _ = transe.align(kg)
+    share = float((rows >= 0).mean()) if len(rows) else 0.0
+    if share < MIN_TRANSE_SHARE:
+        raise KGFormatError(
+            where,
+            None,
+            f"this TransE checkpoint knows {share:.0%} of the KG's entities: it was trained on another KG",
+            "Train one on this KG with `kgpipe kg train KG --out DIR` and pass --transe DIR",
+        )
+
+
+def bundle_info(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What `kgpipe bundle info --json` prints: versions and each part's source and checksum."""
+    parts = {
+        name: {
+            "path": entry["path"],
+            "source": entry.get("source", ""),
+            "sha256": entry["sha256"],
+            "files": len(entry["files"]),
+        }
+        for name, entry in manifest["parts"].items()
+    }
+    keep = ("format", "format_version", "kgpipe_version", "created", "text_model", "spacy_model")
+    return {**{k: manifest[k] for k in keep if k in manifest}, "parts": parts}
+
+
+def build(
+    out: str | Path,
+    kg: str | Path | None = None,
+    transe: str | Path | None = None,
+    linker: str | Path | None = None,
+    classifiers: dict[str, Path] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Write a bundle folder (atomically) from parts; each one left out comes from the default
+    bundle. A KG other than the default's gets a linker with the default's scorer and names and
+    its own entity vectors, unless `linker` is given; TransE must come with such a KG."""
+    from encoders.model import KnowledgeEncoder
+    from encoders.text import TextEncoder
+    from kg.embed.checkpoint import EntityVectors
+    from kg.io import load_kg, save_kg
+    from kg.link.linker import Linker
+
+    out = Path(out)
+    inputs = tuple(Path(p) for p in (kg, transe, linker, *(classifiers or {}).values()) if p is not None)
+    check_output(out, "kgpipe-bundle", inputs, force)
+    base_manifest, base = read_manifest(default_bundle(), verify=True)
+    graph = load_kg(kg) if kg is not None else load_kg(base["kg"].path)
+    if kg is not None and transe is None and graph.fingerprint != load_kg(base["kg"].path).fingerprint:
+        raise OutputError(
+            f"{kg}: a KG other than the default's needs its own TransE vectors: "
+            "train them with `kgpipe kg train KG --out DIR` and pass --transe DIR"
+        )
+    transe_dir = Path(transe) if transe is not None else base["transe"].path
+    vectors = EntityVectors.load(transe_dir)
+    check_transe(vectors, graph, transe_dir)
+    text = TextEncoder.load()
+    if linker is not None:
+        Linker.load(linker, graph, embed=None)  # refuses one built for another KG
+    sources = {
+        "kg": str(kg) if kg is not None else base["kg"].source,
+        "transe": str(transe) if transe is not None else base["transe"].source,
+        "linker": str(linker) if linker is not None else base["linker"].source,
+    }
+    with atomic_dir(out) as tmp:
+        save_kg(graph, tmp / "kg")
+        shutil.copytree(transe_dir, tmp / "transe")
+        if linker is not None:
+            shutil.copytree(linker, tmp / "linker")
+        elif graph.fingerprint == load_kg(base["kg"].path).fingerprint:
+            shutil.copytree(base["linker"].path, tmp / "linker")
+        else:  # the default scorer and names over the new KG, its entity vectors computed here
+            Linker.load(base["linker"].path, graph, same_kg=False, embed=text.embedder()).save(tmp / "linker")
+            sources["linker"] = f"{base['linker'].source}; entity vectors computed for {graph.name}"
+        parts = {"kg": "kg", "transe": "transe", "linker": "linker"}
+        for name, folder in (classifiers or {}).items():
+            KnowledgeEncoder.load(folder)  # a damaged classifier fails here, not at serving time
+            shutil.copytree(folder, tmp / "classifiers" / name)
+            parts[f"classifiers/{name}"] = f"classifiers/{name}"
+            sources[f"classifiers/{name}"] = str(folder)
+        extra: dict[str, Any] = {
+            k: base_manifest[k] for k in ("text_model", "spacy_model") if k in base_manifest
+        }
+        return write_manifest(tmp, parts, sources, extra)
+
+
+__all__ = ["FILE", "FORMAT_VERSION", "Bundle", "build", "bundle_info", "load"]
