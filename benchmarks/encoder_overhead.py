@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from encoders.data import EntitySpan, Example  # noqa: E402
 from encoders.knowledge import knowledge_for  # noqa: E402
 from encoders.model import EncoderConfig, KnowledgeEncoder  # noqa: E402
-from kg.embed.train import device_name, resolve_device  # noqa: E402
+from kg.device import device_name, resolve_device  # noqa: E402
 from kg.io import bundled_kg_path, load_saved  # noqa: E402
 from kg.storage import write_json  # noqa: E402
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from kg.errors import KGFormatError
 from kg.io import read_json_lines
 
-Task = Literal["sequence", "relation", "typing"]
 TASKS: tuple[str, ...] = ("sequence", "relation", "typing")
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from encoders.data import Example
 from encoders.model import KnowledgeEncoder
 from encoders.training import length_batches, set_seed, warmup_decay
-from kg.embed.train import device_name, resolve_device
+from kg.device import device_name, resolve_device
 from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share
 
 

@@ -42,7 +42,7 @@ from encoders.ernie import (
     vectors_fingerprint,
 )
 from encoders.training import length_batches, set_seed, warmup_decay
-from kg.embed.train import device_name, resolve_device
+from kg.device import device_name, resolve_device
 from kg.errors import KGPipeError
 from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share
 from kg.storage import atomic_dir

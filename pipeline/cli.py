@@ -204,7 +204,7 @@ def kg_train(
     cfg = TrainConfig.from_dict(
         {**cfg.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}, where="command line"
     )
-    from kg.embed.train import resolve_device
+    from kg.device import resolve_device
 
     resolve_device(cfg.device)
     kg = _load(data, format)
@@ -231,8 +231,8 @@ def kg_eval(
     format: FormatOpt = None,
 ) -> None:
     """Filtered link-prediction metrics (MRR, MR, Hits@1/3/10; realistic ties) of a checkpoint."""
+    from kg.device import resolve_device
     from kg.embed import evaluate_checkpoint
-    from kg.embed.train import resolve_device
 
     resolve_device(device)
     result = evaluate_checkpoint(model_dir, _load(data, format), split, device)
@@ -399,7 +399,7 @@ def encoder_finetune(
     from encoders.finetune import FinetuneConfig, evaluate, finetune, summary
     from encoders.knowledge import knowledge_for
     from encoders.model import FORMAT, KNOWLEDGE, EncoderConfig, KnowledgeEncoder
-    from kg.embed.train import resolve_device
+    from kg.device import resolve_device
     from kg.errors import KGFormatError
     from kg.settings import validate
 
@@ -495,7 +495,7 @@ def encoder_pretrain(
     from encoders.knowledge import knowledge_for
     from encoders.model import EncoderConfig, KnowledgeEncoder
     from encoders.pretrain import FORMAT, PretrainConfig, pretrain, save_fusion
-    from kg.embed.train import resolve_device
+    from kg.device import resolve_device
 
     _positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr))
     check_output(out, FORMAT, (data, kg_path, transe, model), force)
@@ -575,7 +575,7 @@ def encoder_eval(
     from encoders.data import read_examples
     from encoders.finetune import evaluate
     from encoders.model import KnowledgeEncoder
-    from kg.embed.train import resolve_device
+    from kg.device import resolve_device
 
     net = KnowledgeEncoder.load(model_dir, device=str(resolve_device(device)))
     examples = read_examples(data, net.cfg.task)

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from kg.device import device_name
 from kg.embed.checkpoint import EntityVectors, save_checkpoint
 from kg.embed.config import TrainConfig
 from kg.embed.evaluate import FilterIndex, metrics_from_ranks, rank_triples
-from kg.embed.train import History, Trainer, device_name, init_distributed
+from kg.embed.train import History, Trainer, init_distributed
 from kg.errors import KGPipeError
 from kg.graph import KnowledgeGraph
 

@@ -19,8 +19,8 @@ from rapidfuzz import fuzz
 from kg.cache import Memo
 from kg.graph import KnowledgeGraph
 from kg.link.aliases import AliasTable, Candidate, normalize
+from kg.link.context import Context
 from kg.link.dense import DenseIndex
-from kg.link.disambiguate import Context
 from kg.link.mentions import Mention
 
 _DEMONYM = re.compile(r"^[A-Z][a-z]+(?:an|ian|ese|ish|i|ic|ch|ss|k|s)$")  # Israeli, Mexican, Sudanese, Tajik

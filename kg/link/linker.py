@@ -20,8 +20,10 @@ from kg.graph import KnowledgeGraph
 from kg.io import without_surrogates
 from kg.link.aliases import AliasTable, Candidate, normalize
 from kg.link.candidates import CandidateGenerator, person_antecedents
+from kg.link.context import Context
 from kg.link.dense import DenseIndex, Embed, entity_vectors, vectors_file_name
-from kg.link.disambiguate import Context, Scorer, featurize
+from kg.link.disambiguate import Scorer
+from kg.link.features import featurize
 from kg.link.leads import load_names, save_names
 from kg.link.mentions import Mention, MentionFinder, given_mentions
 from kg.link.nlp import load_spacy

@@ -19,7 +19,8 @@ import numpy as np
 from kg.errors import KGFormatError
 from kg.io import read_json_lines
 from kg.link.aliases import Candidate, normalize
-from kg.link.disambiguate import Scorer, featurize
+from kg.link.disambiguate import Scorer
+from kg.link.features import featurize
 
 if TYPE_CHECKING:
     from kg.link.linker import Linker

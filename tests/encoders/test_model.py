@@ -207,7 +207,7 @@ def test_finetune_on_cuda_then_load_on_cpu(
 
 
 def test_devices_are_checked_with_the_fix() -> None:
-    from kg.embed.train import resolve_device
+    from kg.device import resolve_device
     from kg.errors import KGPipeError
 
     assert resolve_device("cpu").type == "cpu"

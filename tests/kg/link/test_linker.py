@@ -227,7 +227,7 @@ def test_demonyms_and_country_names_find_their_country(linker: Linker) -> None:
         linker.min_score = saved
     assert {"Dutch": "Q55", "Swiss": "Q39", "Holland": "Q55"}.items() <= found.items()
     assert found["Israelis"] in ("Q801", "Q875556"), found  # Israel, or Israelis (the people)
-    from kg.link.disambiguate import featurize
+    from kg.link.features import featurize
 
     text = "Dutch and Swiss officials met Israelis in Holland."
     mentions = linker.finder.find(linker.nlp(text))
@@ -299,7 +299,8 @@ def test_kg_names_inside_an_ner_span_that_gives_way_keep_that_ner_saw_them(linke
 
 
 def test_collective_scorer_round_trips_and_decides_like_before(linker: Linker, tmp_path: Path) -> None:
-    from kg.link.disambiguate import COLLECTIVE, FEATURES, Scorer, featurize
+    from kg.link.disambiguate import Scorer
+    from kg.link.features import COLLECTIVE, FEATURES, featurize
 
     assert linker.scorer.collective is not None  # the bundled scorer has its second pass
     assert linker.scorer.caseless is not None and linker.scorer.caseless.collective is not None
@@ -324,7 +325,7 @@ def test_collective_features_favour_what_the_other_mentions_are(linker: Linker) 
     import numpy as np
 
     from kg.link.aliases import Candidate
-    from kg.link.disambiguate import COLLECTIVE, collective_features
+    from kg.link.features import COLLECTIVE, collective_features
 
     e = linker.kg.entity_id
     luton = [Candidate(e("Q203889"), 0.5, "alias"), Candidate(e("Q18520"), 0.5, "longer")]  # town, club
@@ -518,7 +519,7 @@ def test_one_sense_per_document_feature(linker: Linker) -> None:
     import numpy as np
 
     from kg.link.aliases import Candidate
-    from kg.link.disambiguate import COLLECTIVE, collective_features
+    from kg.link.features import COLLECTIVE, collective_features
 
     e = linker.kg.entity_id
     england = [Candidate(e("Q21"), 0.6, "alias"), Candidate(e("Q1321565"), 0.1, "graph")]  # country, team
@@ -542,7 +543,8 @@ def test_scorer_trees_learn_to_rank_and_to_say_nil_and_refuse_an_older_scorer_fi
     import numpy as np
 
     from kg.errors import KGFormatError
-    from kg.link.disambiguate import FEATURES, Scorer
+    from kg.link.disambiguate import Scorer
+    from kg.link.features import FEATURES
 
     # two candidates per mention: the first is right when 'prior' and 'type_match' are both set
     # (neither alone decides), else the second; a third of the mentions are NIL, and say so by
