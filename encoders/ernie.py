@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from kg.errors import KGFormatError
-from kg.storage import read_model_config, read_tensors
+from kg.storage import atomic_dir, read_model_config, read_tensors, write_json
 
 
 @dataclass
@@ -159,6 +160,66 @@ class ErnieFusion(nn.Module):
         projected = self.dropout(self.focus_project(feats))
         return (projected * present + self.missing * (1.0 - present)).flatten(1)
 
+    def save(self, folder: str | Path, base: nn.Module, provenance: dict[str, Any]) -> Path:
+        """Write what alignment pre-training trains (projection and aggregators) and what it fits
+        (the text model `base`, the layers, the entity vector table) atomically; `provenance`
+        (text model path, settings, result) is kept in pretrain.json beside it."""
+        state = {
+            k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k.startswith(PRETRAINED)
+        }
+        meta = {
+            "format": FORMAT,
+            **provenance,
+            "hidden": self.hidden,
+            "fusion_layers": list(self.layers),
+            "entities": int(self.vectors.weight.shape[0]),
+            "entity_dim": int(self.vectors.weight.shape[1]),
+            "vectors_sha256": vectors_fingerprint(self.vectors.weight),
+            "text_model_sha256": text_model_fingerprint(base),
+        }
+        with atomic_dir(folder) as tmp:
+            save_file(state, str(tmp / FILE_WEIGHTS), metadata={"format": FORMAT})
+            write_json(tmp / FILE_CONFIG, meta)
+        return Path(folder)
+
+    def load(self, folder: str | Path, base: nn.Module | None = None) -> dict[str, Any]:
+        """Start this fusion from a pre-trained one; refuses one trained for other layers, another hidden
+        size, another entity vector table or (given `base`) another text model. Returns its pretrain.json."""
+        folder = Path(folder)
+        config = folder / FILE_CONFIG
+        writer = "kgpipe encoder pretrain"
+        meta = read_model_config(folder, FORMAT, "a pre-trained fusion", writer, FILE_CONFIG, FILE_WEIGHTS)
+        fix = "Pre-train again with the same --transe and --model as this fine-tuning"
+        if base is not None and "text_model_sha256" not in meta:
+            raise KGFormatError(config, None, "no text model fingerprint (an older kgpipe wrote it)", fix)
+        if base is not None and meta["text_model_sha256"] != text_model_fingerprint(base):
+            raise KGFormatError(
+                config, None, f"it was pre-trained on another text model ({meta.get('text_model')})", fix
+            )
+        mine = {
+            "fusion_layers": list(self.layers),
+            "entities": int(self.vectors.weight.shape[0]),
+            "entity_dim": int(self.vectors.weight.shape[1]),
+            "hidden": self.hidden,
+        }
+        for key, value in mine.items():
+            if meta.get(key) != value:
+                raise KGFormatError(
+                    config, None, f"{key} is {meta.get(key)!r}, this model has {value!r}", fix
+                )
+        if meta.get("vectors_sha256") != vectors_fingerprint(self.vectors.weight):
+            raise KGFormatError(config, None, "it was pre-trained on another entity vector table", fix)
+        state = read_tensors(folder / FILE_WEIGHTS, writer)
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(PRETRAINED)}
+        missing = [k for k in own if k not in state]
+        if missing:
+            raise KGFormatError(folder / FILE_WEIGHTS, None, f"lacks {missing[:3]}", fix)
+        wrong = [k for k, v in own.items() if tuple(state[k].shape) != tuple(v.shape)]
+        if wrong:
+            raise KGFormatError(folder / FILE_WEIGHTS, None, f"weight {wrong[0]!r} has another shape", fix)
+        self.load_state_dict({k: state[k] for k in own}, strict=False)
+        return meta
+
     @staticmethod
     def focus_slots(spans: int) -> int:
         return spans + (1 if spans == 2 else 0)
@@ -183,40 +244,3 @@ def vectors_fingerprint(vectors: torch.Tensor) -> str:
 def text_model_fingerprint(base: nn.Module) -> str:
     """sha256 of the text model's input embeddings: the same checkpoint wherever its folder lies."""
     return vectors_fingerprint(base.get_input_embeddings().weight)  # type: ignore[operator]
-
-
-def load_fusion(fusion: ErnieFusion, folder: str | Path, base: nn.Module | None = None) -> dict[str, Any]:
-    """Start `fusion` from a pre-trained one; refuses one trained for other layers, another hidden
-    size, another entity vector table or (given `base`) another text model. Returns its pretrain.json."""
-    folder = Path(folder)
-    config = folder / FILE_CONFIG
-    writer = "kgpipe encoder pretrain"
-    meta = read_model_config(folder, FORMAT, "a pre-trained fusion", writer, FILE_CONFIG, FILE_WEIGHTS)
-    fix = "Pre-train again with the same --transe and --model as this fine-tuning"
-    if base is not None and "text_model_sha256" not in meta:
-        raise KGFormatError(config, None, "no text model fingerprint (an older kgpipe wrote it)", fix)
-    if base is not None and meta["text_model_sha256"] != text_model_fingerprint(base):
-        raise KGFormatError(
-            config, None, f"it was pre-trained on another text model ({meta.get('text_model')})", fix
-        )
-    mine = {
-        "fusion_layers": list(fusion.layers),
-        "entities": int(fusion.vectors.weight.shape[0]),
-        "entity_dim": int(fusion.vectors.weight.shape[1]),
-        "hidden": fusion.hidden,
-    }
-    for key, value in mine.items():
-        if meta.get(key) != value:
-            raise KGFormatError(config, None, f"{key} is {meta.get(key)!r}, this model has {value!r}", fix)
-    if meta.get("vectors_sha256") != vectors_fingerprint(fusion.vectors.weight):
-        raise KGFormatError(config, None, "it was pre-trained on another entity vector table", fix)
-    state = read_tensors(folder / FILE_WEIGHTS, writer)
-    own = {k: v for k, v in fusion.state_dict().items() if k.startswith(PRETRAINED)}
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise KGFormatError(folder / FILE_WEIGHTS, None, f"lacks {missing[:3]}", fix)
-    wrong = [k for k, v in own.items() if tuple(state[k].shape) != tuple(v.shape)]
-    if wrong:
-        raise KGFormatError(folder / FILE_WEIGHTS, None, f"weight {wrong[0]!r} has another shape", fix)
-    fusion.load_state_dict({k: state[k] for k in own}, strict=False)
-    return meta

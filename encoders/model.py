@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from encoders.data import EntitySpan, Example
-from encoders.ernie import EntityStream, ErnieFusion, encoder_layers, load_fusion
+from encoders.ernie import EntityStream, ErnieFusion, encoder_layers
 from encoders.heads import HEADS
 from encoders.kbert import build_tree, visible_to_mask
 from encoders.knowledge import KnowledgeSource
@@ -195,7 +195,7 @@ class KnowledgeEncoder(nn.Module):
                 raise ValueError(
                     f"{fusion}: a pre-trained fusion is for knowledge='ernie', not {cfg.knowledge!r}"
                 )
-            load_fusion(model.fusion, fusion, base)
+            model.fusion.load(fusion, base)
             cfg.pretrained = str(fusion)
         return model
 

@@ -15,7 +15,6 @@ fusion=DIR)` starts fine-tuning from it.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,26 +25,19 @@ import numpy as np
 import pydantic.dataclasses
 import torch
 from pydantic import StrictBool
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from encoders.data import Example
 from encoders.ernie import (
-    FILE_CONFIG,
-    FILE_WEIGHTS,
-    FORMAT,
     PRETRAINED,
     EntityStream,
     ErnieFusion,
-    text_model_fingerprint,
-    vectors_fingerprint,
 )
 from encoders.training import length_batches, set_seed, warmup_decay
 from kg.device import device_name, resolve_device
 from kg.errors import KGPipeError
 from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share
-from kg.storage import atomic_dir
 
 if TYPE_CHECKING:
     from encoders.model import KnowledgeEncoder
@@ -197,23 +189,13 @@ def save_fusion(
     fusion = model.fusion
     if fusion is None:
         raise ValueError("only an ERNIE model has a fusion to save")
-    state = {
-        k: v.detach().contiguous().cpu() for k, v in fusion.state_dict().items() if k.startswith(PRETRAINED)
-    }
-    meta = {
-        "format": FORMAT,
-        "text_model": model.cfg.text_model,
-        "hidden": fusion.hidden,
-        "fusion_layers": list(fusion.layers),
-        "entities": int(fusion.vectors.weight.shape[0]),
-        "entity_dim": int(fusion.vectors.weight.shape[1]),
-        "vectors_sha256": vectors_fingerprint(fusion.vectors.weight),
-        "text_model_sha256": text_model_fingerprint(model.base),
-        "transe": model.cfg.transe,
-        "config": asdict(cfg),
-        "result": asdict(result),
-    }
-    with atomic_dir(folder) as tmp:
-        save_file(state, str(tmp / FILE_WEIGHTS), metadata={"format": FORMAT})
-        (tmp / FILE_CONFIG).write_text(json.dumps(meta, indent=2))
-    return Path(folder)
+    return fusion.save(
+        folder,
+        model.base,
+        {
+            "text_model": model.cfg.text_model,
+            "transe": model.cfg.transe,
+            "config": asdict(cfg),
+            "result": asdict(result),
+        },
+    )

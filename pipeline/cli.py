@@ -494,7 +494,8 @@ def encoder_pretrain(
     from encoders.data import read_texts
     from encoders.knowledge import knowledge_for
     from encoders.model import EncoderConfig, KnowledgeEncoder
-    from encoders.pretrain import FORMAT, PretrainConfig, pretrain, save_fusion
+    from encoders.ernie import FORMAT
+    from encoders.pretrain import PretrainConfig, pretrain, save_fusion
     from kg.device import resolve_device
 
     _positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr))
