@@ -120,6 +120,7 @@ def load(
     kg = load_saved(parts["kg"].path, verify=False)  # verified above with the bundle
     transe = EntityVectors.load(parts["transe"].path)
     check_transe(transe, kg, parts["transe"].path)
+    check_linker(parts["linker"].path, kg)
     bundle = Bundle(root, manifest, parts, kg, transe, TextEncoder.load(), min_score)
     if eager:
         _ = bundle.linker
@@ -136,6 +137,24 @@ def check_transe(transe: EntityVectors, kg: KnowledgeGraph, where: Path) -> None
             None,
             f"this TransE checkpoint knows {share:.0%} of the KG's entities: it was trained on another KG",
             "Train one on this KG with `kgpipe kg train KG --out DIR` and pass --transe DIR",
+        )
+
+
+def check_linker(folder: Path, kg: KnowledgeGraph) -> None:
+    """Refuse a linker folder built for another KG (its linker.json names the KG's fingerprint)."""
+    from kg.link.linker import FILE_META, FILE_SCORER, LINKER_FORMAT
+    from kg.storage import read_model_config
+
+    meta = read_model_config(
+        folder, LINKER_FORMAT, "a linker folder", "kgpipe link train", FILE_META, FILE_SCORER
+    )
+    built_for = meta.get("kg") if isinstance(meta.get("kg"), dict) else {}
+    if built_for.get("fingerprint") != kg.fingerprint:  # type: ignore[union-attr]
+        raise KGFormatError(
+            folder / FILE_META,
+            None,
+            f"the linker was built for KG {built_for.get('name')!r}, not the bundle's {kg.name!r}",  # type: ignore[union-attr]
+            "Build the bundle with a linker for its KG: `kgpipe link train --kg KG` and `bundle build --linker`",
         )
 
 

@@ -492,9 +492,9 @@ def encoder_pretrain(
     """ERNIE's alignment pre-training (denoising entity auto-encoder) of the fusion on linked text;
     `encoder finetune --knowledge ernie --pretrained DIR` starts from it."""
     from encoders.data import read_texts
+    from encoders.ernie import FORMAT
     from encoders.knowledge import knowledge_for
     from encoders.model import EncoderConfig, KnowledgeEncoder
-    from encoders.ernie import FORMAT
     from encoders.pretrain import PretrainConfig, pretrain, save_fusion
     from kg.device import resolve_device
 

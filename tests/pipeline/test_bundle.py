@@ -154,3 +154,30 @@ def test_the_shipped_defaults_are_a_bundle_whose_checksums_hold() -> None:
 
     _, parts = read_manifest(settings().data, verify=True)
     assert {"kg", "transe", "linker"} <= set(parts)
+
+
+def test_a_bundle_for_another_kg_gets_its_own_linker_and_refuses_a_foreign_one(
+    kg_dir: Path, tmp_path: Path
+) -> None:
+    from kg.embed import TrainConfig, train_transe
+    from kg.io import load_kg
+    from kg.manifest import write_manifest
+    from kg.settings import settings
+
+    kg = load_kg(kg_dir / "fb15k-237")  # a 300-triple slice: another KG than the default's
+    train_transe(kg, TrainConfig(dim=16, epochs=2, eval_every=1), tmp_path / "transe")
+    p = run("bundle", "build", "--out", str(tmp_path / "b"), "--kg", str(kg_dir / "fb15k-237"))
+    assert p.returncode == 2 and "needs its own TransE" in p.stderr, p.stderr
+    build(tmp_path / "b", kg=kg_dir / "fb15k-237", transe=tmp_path / "transe")
+    small = load(tmp_path / "b")
+    assert small.kg.num_entities == kg.num_entities
+    (found,) = small.link(["Barack Obama visited Paris."])
+    assert {x.qid for x in found} <= set(kg.qids)
+    # the default linker (built for the whole FB15k-237) swapped in, the checksums rewritten to
+    # match: refused at load, naming the linker
+    shutil.rmtree(tmp_path / "b" / "linker")
+    shutil.copytree(settings().data / "linker", tmp_path / "b" / "linker")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    write_manifest(tmp_path / "b", {n: e["path"] for n, e in manifest["parts"].items()}, {}, {})
+    with pytest.raises(KGFormatError, match="linker was built for KG 'fb15k-237', not the bundle's"):
+        load(tmp_path / "b", eager=False)
