@@ -1,0 +1,1 @@
+"""The `kgpipe` subcommands, one module per group; `pipeline.cli` runs them."""

@@ -1,0 +1,162 @@
+"""What every `kgpipe` command shares: the typer apps, the common options, and the helpers that
+open KGs and bundles for a command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from kg.embed.config import TrainConfig
+
+if TYPE_CHECKING:
+    from encoders.data import Example
+    from kg.graph import KnowledgeGraph
+    from kg.link.linker import Linker
+
+TRAIN_DEFAULTS = TrainConfig()  # the defaults, for --help
+
+app = typer.Typer(
+    name="kgpipe",
+    help=(
+        "kgpipe: link text to a knowledge graph, train TransE vectors, fuse them into BERT encoders.\n\n"
+        "Start with `kgpipe demo`, which runs on the bundled FB15k-237 KG. "
+        "`kgpipe kg info PATH` summarises any KG folder (FB15k-237, WN18RR, CoDEx, WD50K, TSV/CSV/JSONL)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+kg_app = typer.Typer(
+    help="Knowledge graphs: inspect, convert, train and evaluate TransE.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(kg_app, name="kg")
+encoder_app = typer.Typer(
+    help="Knowledge-fused encoders: fine-tune and evaluate text-only, ERNIE-style or K-BERT-style models.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(encoder_app, name="encoder")
+bundle_app = typer.Typer(
+    help="Bundles: one folder with the KG, TransE, the linker and classifiers, checksummed.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(bundle_app, name="bundle")
+
+
+class _DefaultRun(TyperGroup):
+    """`kgpipe link IN.jsonl ...` runs the linker; `kgpipe link train ...` trains one."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+link_app = typer.Typer(
+    cls=_DefaultRun,
+    help=(
+        "Link entity mentions in English text to KG entities: `kgpipe link IN.jsonl --out OUT.jsonl`; "
+        "`kgpipe link train` trains the linker's scorers."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(link_app, name="link")
+
+console = Console(stderr=True)
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="KG format (detected when omitted): fb15k-237, wn18rr, codex, wd50k, tsv, csv, jsonl, kgpipe",
+    ),
+]
+BundleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--bundle",
+        help="bundle folder with the models to use (default: KGPIPE_BUNDLE, else the shipped defaults)",
+    ),
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="write into a non-empty folder kgpipe did not write; only kgpipe's own files are replaced",
+    ),
+]
+UnseenOpt = Annotated[
+    str,
+    typer.Option(
+        "--unseen",
+        help="valid/test entities absent from train: add (give them ids), drop (skip triples), error",
+    ),
+]
+
+
+def open_kg(path: Path, fmt: str | None, unseen: str = "add") -> KnowledgeGraph:
+    from kg.io import load_kg
+
+    if unseen not in ("add", "drop", "error"):
+        raise typer.BadParameter(f"--unseen must be add, drop or error, not {unseen!r}")
+    return load_kg(path, format=fmt, unseen=unseen)  # type: ignore[arg-type]
+
+
+def print_result(result: Mapping[str, object], as_json: bool, title: str) -> None:
+    """One JSON object on stdout, or a one-row table."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=title)
+    for key in result:
+        table.add_column(key, justify="right")
+    table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in result.values()))
+    Console().print(table)
+
+
+def positive(*options: tuple[str, float]) -> None:
+    """Exit 2 naming the first option whose value is not positive."""
+    for name, value in options:
+        if value <= 0:
+            raise typer.BadParameter(f"{name} must be positive, not {value}")
+
+
+def bundle_linker(kg_path: Path | None, bundle: Path | None) -> Linker:
+    """The bundle's linker, over `kg_path` when given (a KG it cannot use fails before any model
+    loads)."""
+    from kg.io import load_kg
+    from kg.link.linker import require_names
+    from pipeline.bundle import load
+
+    kg = require_names(load_kg(kg_path)) if kg_path is not None else None
+    opened = load(bundle, eager=kg is None)
+    return opened.linker if kg is None else opened.linker_for(kg)
+
+
+def from_bundle(bundle: Path | None, kg_path: Path | None, transe: Path | None) -> tuple[Path, Path]:
+    """--kg and --transe, or where they are not given, the bundle's KG and TransE parts (checked)."""
+    from kg.manifest import default_bundle, read_manifest
+
+    _, parts = read_manifest(bundle or default_bundle(), verify=True)
+    return kg_path or parts["kg"].path, transe or parts["transe"].path
+
+
+def link_examples_in(examples: list[Example], kg_path: Path | None, bundle: Path | None) -> list[Example]:
+    from encoders.knowledge import link_examples
+
+    linked, n = link_examples(examples, bundle_linker(kg_path, bundle))
+    console.print(f"linked {n:,} entity mentions in examples that named none")
+    return linked
