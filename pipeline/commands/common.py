@@ -98,6 +98,17 @@ ForceOpt = Annotated[
         help="write into a non-empty folder kgpipe did not write; only kgpipe's own files are replaced",
     ),
 ]
+TranseOpt = Annotated[
+    Path | None,
+    typer.Option("--transe", help="TransE checkpoint (`kgpipe kg train`; default: the bundle's)"),
+]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option("--model", help="local Hugging Face checkpoint (default: the bundled MiniLM)"),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
+]
 UnseenOpt = Annotated[
     str,
     typer.Option(

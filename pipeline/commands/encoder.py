@@ -11,7 +11,10 @@ from kg.errors import KGPipeError
 from kg.storage import check_output
 from pipeline.commands.common import (
     BundleOpt,
+    DeviceOpt,
     ForceOpt,
+    ModelOpt,
+    TranseOpt,
     console,
     encoder_app,
     from_bundle,
@@ -38,12 +41,8 @@ def encoder_finetune(
         Path | None,
         typer.Option("--kg", help="KG for kbert branches and --link (default: bundled FB15k-237)"),
     ] = None,
-    transe: Annotated[
-        Path | None, typer.Option("--transe", help="TransE checkpoint for ernie (default: the bundled one)")
-    ] = None,
-    model: Annotated[
-        Path | None, typer.Option("--model", help="local Hugging Face checkpoint (default: bundled MiniLM)")
-    ] = None,
+    transe: TranseOpt = None,
+    model: ModelOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", help="most epochs (early stopping on dev)")] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", help="examples per step")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="learning rate of the pretrained encoder")] = 5e-5,
@@ -58,9 +57,7 @@ def encoder_finetune(
             help="ernie: the entity stream also holds each entity's KG description, embedded by the default text model",
         ),
     ] = False,
-    device: Annotated[
-        str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
-    ] = "auto",
+    device: DeviceOpt = "auto",
     pretrained: Annotated[
         Path | None,
         typer.Option(
@@ -147,12 +144,8 @@ def encoder_pretrain(
     kg_path: Annotated[
         Path | None, typer.Option("--kg", help="KG the linker links to (default: bundled FB15k-237)")
     ] = None,
-    transe: Annotated[
-        Path | None, typer.Option("--transe", help="TransE checkpoint (default: the bundled one)")
-    ] = None,
-    model: Annotated[
-        Path | None, typer.Option("--model", help="local Hugging Face checkpoint (default: bundled MiniLM)")
-    ] = None,
+    transe: TranseOpt = None,
+    model: ModelOpt = None,
     epochs: Annotated[int, typer.Option("--epochs", help="passes over the texts")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="texts per step")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="learning rate of the fusion")] = 1e-3,
@@ -160,9 +153,7 @@ def encoder_pretrain(
     link: Annotated[
         bool, typer.Option("--link/--no-link", help="link texts given without entities to the KG first")
     ] = True,
-    device: Annotated[
-        str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
-    ] = "auto",
+    device: DeviceOpt = "auto",
     force: ForceOpt = False,
     bundle: BundleOpt = None,
 ) -> None:
@@ -209,9 +200,7 @@ def encoder_eval(
     data: Annotated[Path, typer.Option("--data", help="labelled examples, JSONL, same format as --train")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
     link: Annotated[bool, typer.Option("--link", help="link examples that name no entities first")] = False,
-    device: Annotated[
-        str, typer.Option("--device", help="auto (a GPU when torch sees one), cpu, cuda or cuda:N")
-    ] = "auto",
+    device: DeviceOpt = "auto",
     bundle: BundleOpt = None,
 ) -> None:
     """Score a fine-tuned encoder on labelled examples: macro-F1 and micro-F1."""
