@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from kg.embed.checkpoint import EntityVectors
     from kg.graph import KnowledgeGraph
     from kg.link.linker import LinkedEntity, Linker
+    from pipeline.extract import FactModel
 
 MIN_TRANSE_SHARE = 0.5  # TransE must know at least this share of the KG's entities to belong to it
 
@@ -43,6 +44,7 @@ class Bundle:
     text: TextEncoder
     min_score: float | None = None
     _linker: Linker | None = field(default=None, repr=False)
+    _facts: FactModel | None = field(default=None, repr=False)
     _linkers: dict[str, Linker] = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -63,11 +65,40 @@ class Bundle:
                 )
             return self._linker
 
+    @property
+    def facts(self) -> FactModel:
+        """Known facts by pair and TransE's relation plausibility (built on first use)."""
+        with self._lock:
+            if self._facts is None:
+                from pipeline.extract import FactModel
+
+                self._facts = FactModel(self.kg, self.transe)
+            return self._facts
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits over every part's checksum: what outputs made with this bundle depend on."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, part in sorted(self.parts.items()):
+            h.update(f"{name}\t{part.sha256}\n".encode())
+        return h.hexdigest()[:16]
+
     def link(
         self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]] | None = None
     ) -> list[list[LinkedEntity]]:
         """Each text's linked entities (offsets into the text, Wikidata QIDs, scores)."""
         return self.linker.link_many(texts, spans)
+
+    def link_with_vectors(self, texts: Sequence[str]) -> tuple[list[list[LinkedEntity]], np.ndarray]:
+        """`link`, and each text's document vector as linking computes it (the text model over the
+        opening 400 characters of each 20,000-character piece, averaged): free beside linking."""
+        linked, vectors = self.linker.link_with_vectors(texts)
+        dim = self.text.hidden_size
+        return linked, np.stack(
+            [v if v is not None else np.zeros(dim, np.float32) for v in vectors]
+        ) if vectors else np.zeros((0, dim), np.float32)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """float32[len(texts), hidden]: unit document vectors from the bundle's text model (mean

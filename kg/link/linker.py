@@ -260,6 +260,18 @@ class Linker:
     ) -> list[list[LinkedEntity]]:
         """Each text's linked entities; `spans` (per text) links only those spans; `min_score`
         overrides the NIL threshold for this call (0: every mention's best candidate)."""
+        return self.link_with_vectors(texts, spans, batch_size, min_score)[0]
+
+    def link_with_vectors(
+        self,
+        texts: Iterable[str],
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+        batch_size: int = 32,
+        min_score: float | None = None,
+    ) -> tuple[list[list[LinkedEntity]], list[np.ndarray | None]]:
+        """`link_many`'s result and each text's context vector, which linking computes anyway:
+        the text model's unit vector of its opening (of each piece's opening, averaged, for a
+        long text); None without a text model."""
         texts = [check_text(t, f"document {i}") for i, t in enumerate(texts)]
         for i, doc_spans in enumerate(spans or []):
             bad = [(s, e) for s, e in doc_spans if not 0 <= s < e <= len(texts[i])]
@@ -277,16 +289,20 @@ class Linker:
                 where.append((i, lo))
                 piece_texts.append(text[lo:hi])
                 piece_spans.append([(s - lo, e - lo) for s, e in given if lo <= s and e <= hi])
-        linked = self._link_pieces(
+        linked, piece_vectors = self._link_pieces(
             piece_texts,
             piece_spans if spans is not None else None,
             batch_size,
             self.min_score if min_score is None else min_score,
         )
         results: list[list[LinkedEntity]] = [[] for _ in texts]
-        for (i, lo), found in zip(where, linked, strict=True):
+        sums: list[np.ndarray | None] = [None] * len(texts)
+        for (i, lo), found, vector in zip(where, linked, piece_vectors, strict=True):
             results[i] += [replace(x, start=x.start + lo, end=x.end + lo) for x in found] if lo else found
-        return results
+            if vector is not None:
+                sums[i] = vector if sums[i] is None else sums[i] + vector
+        vectors = [None if v is None else v / max(float(np.linalg.norm(v)), 1e-9) for v in sums]
+        return results, vectors
 
     def _link_pieces(
         self,
@@ -294,8 +310,8 @@ class Linker:
         spans: Sequence[Sequence[tuple[int, int]]] | None,
         batch_size: int,
         min_score: float,
-    ) -> list[list[LinkedEntity]]:
-        results = []
+    ) -> tuple[list[list[LinkedEntity]], list[np.ndarray | None]]:
+        results, all_vectors = [], []
         chunk = 8 * batch_size  # documents held at once
         with ThreadPoolExecutor(1) as pool:
             for lo in range(0, len(texts), chunk):
@@ -314,9 +330,10 @@ class Linker:
                 self.candidates.prefetch([m for mentions in found for m in mentions])
                 cands = [self.candidates.generate(mentions) for mentions in found]
                 vectors = pending.result()
+                all_vectors += vectors
                 for mentions, cs, vector in zip(found, cands, vectors, strict=True):
                     results.append(self.disambiguate(mentions, spans is not None, vector, cs, min_score))
-        return results
+        return results, all_vectors
 
     def _proper_name(self, text: str) -> bool:
         """Whether the best-known entity of an alias-matched name has a capitalised label: 'paris'
