@@ -33,6 +33,7 @@ ARTIFACTS = {
     "kgpipe-fusion/1": "pretrain.json",
     "kgpipe-linker/1": "linker.json",
     "kgpipe-bundle": "manifest.json",
+    "kgpipe-extract/1": "_job.json",
 }
 
 

@@ -78,12 +78,7 @@ class Bundle:
     @property
     def fingerprint(self) -> str:
         """16 hex digits over every part's checksum: what outputs made with this bundle depend on."""
-        import hashlib
-
-        h = hashlib.sha256()
-        for name, part in sorted(self.parts.items()):
-            h.update(f"{name}\t{part.sha256}\n".encode())
-        return h.hexdigest()[:16]
+        return fingerprint(self.parts)
 
     def link(
         self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]] | None = None
@@ -127,6 +122,16 @@ class Bundle:
 
     def info(self) -> dict[str, Any]:
         return bundle_info(self.manifest)
+
+
+def fingerprint(parts: dict[str, Part]) -> str:
+    """16 hex digits over every part's checksum (`Bundle.fingerprint`, without loading anything)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, part in sorted(parts.items()):
+        h.update(f"{name}\t{part.sha256}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def load(
