@@ -1,0 +1,144 @@
+"""Batch extraction on real dask clusters: a LocalCluster, and a `dask scheduler` with two
+`dask worker` processes on 127.0.0.1; bad lines reported, reruns idle, nothing lost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.batch import run
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "corpus" / "wiki_vital_summaries.jsonl"
+BIN = Path(sys.executable).parent
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "corpus" / "sample.jsonl"
+
+
+def corpus_lines(n: int) -> list[str]:
+    source = CORPUS if CORPUS.exists() else SAMPLE
+    lines = source.read_text(encoding="utf-8").splitlines()
+    return (lines * (n // len(lines) + 1))[:n] if source == SAMPLE else lines[:n]
+
+
+def parquet_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.parquet"))
+    }
+
+
+def doc_ids(folder: Path) -> list[str]:
+    return [
+        str(x) for x in ds.dataset(folder / "docs", format="parquet").to_table().column("doc_id").to_pylist()
+    ]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two JSONL files (one with a bad line and one line that is not UTF-8) and a Parquet file."""
+    root = tmp_path_factory.mktemp("inputs")
+    lines = [json.loads(line) for line in corpus_lines(24)]
+    for i, obj in enumerate(lines):
+        obj["id"] = f"doc-{i}"
+        obj["source"] = "wiki"
+    good = [json.dumps(o) for o in lines[:10]]
+    (root / "a.jsonl").write_text("\n".join([*good[:4], "{not json", *good[4:], '{"id": "x"}']) + "\n")
+    (root / "b.jsonl").write_bytes(
+        ("\n".join(json.dumps(o) for o in lines[10:16]) + "\n").encode()
+        + b'{"id": "bad", "text": "caf\xe9"}\n'
+    )
+    pq.write_table(pa.Table.from_pylist(lines[16:24]), root / "c.parquet")
+    return root
+
+
+@pytest.mark.slow
+def test_a_local_cluster_extracts_every_document_once_reports_bad_lines_and_reruns_idle(
+    inputs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "x"
+    files = [inputs / "a.jsonl", inputs / "b.jsonl", inputs / "c.parquet"]
+    summary = run(files, out, workers=2, partition_size=4)
+    assert sorted(doc_ids(out)) == sorted(f"doc-{i}" for i in range(24))
+    assert summary.documents == 24 and summary.entities > 24 and summary.errors == 3
+    errors = [json.loads(line) for line in (out / "_errors.jsonl").read_text().splitlines()]
+    assert {(Path(e["file"]).name, e["line"]) for e in errors} == {
+        ("a.jsonl", 5),
+        ("a.jsonl", 12),
+        ("b.jsonl", 7),
+    }
+    assert any("UTF-8" in e["reason"] for e in errors) and any("JSON" in e["reason"] for e in errors)
+    docs = ds.dataset(out / "docs", format="parquet").to_table().to_pylist()
+    assert all(json.loads(d["metadata"])["source"] == "wiki" for d in docs)
+    assert all(len(d["vector"]) == 384 for d in docs)
+    facts = ds.dataset(out / "facts", format="parquet").to_table()
+    assert set(facts.column("source").to_pylist()) <= {"kg", "predicted"} and facts.num_rows > 0
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["documents"] == 24 and len(manifest["partitions"]) == summary.partitions
+    before = parquet_digest(out)
+    again = run(files, out, workers=2, partition_size=4)
+    assert again.skipped == again.partitions and parquet_digest(out) == before
+
+
+def entities(root: Path) -> pa.Table:
+    table = ds.dataset(root / "entities", format="parquet").to_table()
+    return table.sort_by([("doc_id", "ascending"), ("start", "ascending")])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_the_same_job_runs_on_a_dask_scheduler_and_two_worker_processes(inputs: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        time.sleep(3)
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        f"tcp://127.0.0.1:{port}",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(5)
+        files = [inputs / "a.jsonl", inputs / "c.parquet"]
+        remote = run(files, tmp_path / "remote", scheduler=f"tcp://127.0.0.1:{port}", partition_size=4)
+        assert remote.workers == 2
+        run(files, tmp_path / "local", workers=1, partition_size=4)
+        assert sorted(doc_ids(tmp_path / "remote")) == sorted(doc_ids(tmp_path / "local"))
+        assert entities(tmp_path / "remote").equals(entities(tmp_path / "local"))
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
