@@ -364,6 +364,8 @@ def run(
     fingerprint = bundle_fingerprint(read_manifest(Path(bundle) if bundle else default_bundle())[1])
     parts = partitions(files, partition_size, fingerprint)
     write_json(out / JOB, {"format": FORMAT})  # marks the folder as an extraction, from the start
+    for stale in (p for sub in (*TABLES, DONE) for p in (out / sub).glob(".*.tmp-*")):
+        stale.unlink(missing_ok=True)  # half-written files of an interrupted run: never renamed
     done = {p.id for p in parts if (out / DONE / f"{p.id}.json").is_file()}
     todo = [p for p in parts if p.id not in done]
     (out / DONE).mkdir(parents=True, exist_ok=True)

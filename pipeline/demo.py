@@ -43,6 +43,37 @@ def run_demo(kg_path: Path | None = None, bundle_path: Path | None = None) -> No
     own = kg.fingerprint == bundle.kg.fingerprint
     show_transe(console, kg, bundle_transe(console, bundle) if own else train_quick_transe(console, kg))
     show_linking(console, kg, bundle)
+    if kg_path is None:
+        show_batch(console, bundle)
+
+
+def show_batch(console: Console, bundle: Bundle) -> None:
+    """The batch job (`kgpipe extract`) over the sample corpus on a local dask cluster."""
+    import tempfile
+
+    import pyarrow.dataset as ds
+
+    from pipeline.batch import run
+
+    corpus = data_root() / "corpus" / "sample.jsonl"
+    console.rule("batch extraction: `kgpipe extract` on a local dask cluster")
+    with tempfile.TemporaryDirectory(prefix="kgpipe-demo-") as tmp:
+        summary = run([corpus], Path(tmp) / "out", bundle=bundle.path, workers=2, partition_size=3)
+        facts = ds.dataset(Path(tmp) / "out" / "facts", format="parquet").to_table().to_pylist()
+    table = Table(title=f"facts between entities of a sentence ({summary.facts} in all; a few shown)")
+    for column in ("document", "head", "relation", "tail", "source", "score"):
+        table.add_column(column)
+    kg = bundle.kg
+    for f in facts[:8]:
+        head, tail = (kg.labels[kg.entity_id(q)] or q for q in (f["head"], f["tail"]))
+        relation = f["relation"].rsplit("/", 1)[-1].replace("_", " ")
+        table.add_row(f["doc_id"], head, relation, tail, f["source"], f"{f['score']:.2f}")
+    console.print(table)
+    console.print(
+        f"{summary.documents} documents, {summary.entities} entities, {summary.facts} facts, "
+        f"{summary.errors} bad lines in {summary.seconds:.1f} s on {summary.workers} dask workers "
+        f"({summary.docs_per_second:.1f} documents/s, most of it starting the workers)"
+    )
 
 
 def show_linking(console: Console, kg: KnowledgeGraph, bundle: Bundle, limit: int = 3) -> None:

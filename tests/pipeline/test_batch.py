@@ -142,3 +142,97 @@ def test_the_same_job_runs_on_a_dask_scheduler_and_two_worker_processes(inputs: 
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def extract_command(inputs: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.Popen(
+        [
+            str(BIN / "kgpipe"),
+            "extract",
+            str(inputs),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--partition-size",
+            "5",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_first_output(out: Path, job: subprocess.Popen[str], seconds: float = 180) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and job.poll() is None:
+        if list(out.glob("docs/*.parquet")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no output appeared (exit {job.poll()})")
+
+
+def workers_of(pid: int) -> list[int]:
+    """The dask worker processes under `pid`: leaves of its process tree that are not trackers."""
+    tree = subprocess.run(
+        ["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True
+    ).stdout.splitlines()
+    rows = [(int(a), int(b), c) for a, b, c in (line.split(None, 2) for line in tree if line.strip())]
+    children: dict[int, list[int]] = {}
+    for p, parent, _ in rows:
+        children.setdefault(parent, []).append(p)
+    below, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            below.append(child)
+            todo.append(child)
+    args = {p: c for p, _, c in rows}
+    return [p for p in below if not children.get(p) and "tracker" not in args.get(p, "")]
+
+
+@pytest.fixture(scope="module")
+def sixty(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sixty") / "in.jsonl"
+    path.write_text("\n".join(corpus_lines(60)) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_and_duplicates_nothing(sixty: Path, tmp_path: Path) -> None:
+    import signal
+
+    out = tmp_path / "killed"
+    job = extract_command(sixty, out)
+    wait_for_first_output(out, job)
+    victims = workers_of(job.pid)
+    assert victims, "no dask worker process found"
+    os.kill(victims[0], signal.SIGKILL)
+    _, err = job.communicate(timeout=600)
+    assert job.returncode == 0, err[-2000:]
+    ids = doc_ids(out)
+    want = [str(json.loads(line)["id"]) for line in corpus_lines(60)]
+    assert sorted(ids) == sorted(want)
+
+
+@pytest.mark.slow
+def test_an_interrupted_job_resumes_to_the_bytes_of_an_uninterrupted_one(sixty: Path, tmp_path: Path) -> None:
+    import signal
+
+    whole = extract_command(sixty, tmp_path / "whole")
+    assert whole.wait(timeout=600) == 0
+    out = tmp_path / "resumed"
+    job = extract_command(sixty, out)
+    wait_for_first_output(out, job)
+    os.killpg(job.pid, signal.SIGKILL)  # the client and its cluster, mid-job
+    job.wait(timeout=60)
+    assert not (out / "_manifest.json").exists()
+    again = extract_command(sixty, out)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-2000:]
+    assert parquet_digest(out) == parquet_digest(tmp_path / "whole")
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["documents"] == 60

@@ -66,6 +66,7 @@ def test_demo_prints_summary_of_bundled_kg() -> None:
     assert "United States of America" in p.stdout
     assert "bundle checkpoint" in p.stdout
     assert "Nearest entities in TransE space" in p.stdout
+    assert "batch extraction" in p.stdout and "6 documents" in p.stdout and "dask workers" in p.stdout
 
 
 def test_demo_on_another_kg_trains_transe_itself(kg_dir: Path) -> None:
