@@ -185,6 +185,9 @@ class Linker:
         self.context.transe = transe_rows(kg, transe, min_share=0.5)
         self.scorer = scorer or Scorer()
         self.min_score = self.scorer.threshold if min_score is None else min_score
+        # the text model reads in a second thread while spaCy tags (two cores for one call); a
+        # process that is one of several workers on the machine turns it off and uses one core
+        self.overlap = True
 
     @classmethod
     def load(
@@ -320,7 +323,7 @@ class Linker:
                 # the GIL in their matrix code, so they overlap; on one core the text model is the
                 # slower, so it goes on reading while mentions and candidates are found. torch's
                 # thread count is the process owner's to set (the CLI, a worker), never a call's
-                pending = pool.submit(self.doc_vectors, part)
+                pending = pool.submit(self.doc_vectors, part) if self.overlap else None
                 with self._nlp_lock:
                     docs = list(self.nlp.pipe(part, batch_size=batch_size))
                     found = [
@@ -329,7 +332,7 @@ class Linker:
                     ]
                 self.candidates.prefetch([m for mentions in found for m in mentions])
                 cands = [self.candidates.generate(mentions) for mentions in found]
-                vectors = pending.result()
+                vectors = pending.result() if pending is not None else self.doc_vectors(part)
                 all_vectors += vectors
                 for mentions, cs, vector in zip(found, cands, vectors, strict=True):
                     results.append(self.disambiguate(mentions, spans is not None, vector, cs, min_score))
