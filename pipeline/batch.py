@@ -391,7 +391,17 @@ def run(
                 )
         client = Client(scheduler if scheduler is not None else cluster)
         try:
-            client.register_plugin(BundlePlugin(None if bundle is None else str(Path(bundle).resolve())))
+            try:
+                client.register_plugin(BundlePlugin(None if bundle is None else str(Path(bundle).resolve())))
+            except (OSError, KilledWorker) as e:  # CommClosedError is an OSError
+                limit = memory_limit or (
+                    _memory_per_worker(workers) if scheduler is None else "the cluster's"
+                )
+                raise BatchError(
+                    f"the dask workers died while loading the bundle ({type(e).__name__}); with {limit} of "
+                    "memory per worker the bundle may not fit (it needs about 1.5 GiB): give --memory-limit "
+                    "more, or fewer --workers; nothing was extracted"
+                ) from e
             n_workers = len(client.scheduler_info().get("workers", {})) or workers
             futures = {
                 client.submit(

@@ -236,3 +236,14 @@ def test_an_interrupted_job_resumes_to_the_bytes_of_an_uninterrupted_one(sixty: 
     assert parquet_digest(out) == parquet_digest(tmp_path / "whole")
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["documents"] == 60
+
+
+@pytest.mark.slow
+def test_workers_over_their_memory_limit_end_the_job_with_a_clear_error(sixty: Path, tmp_path: Path) -> None:
+    from pipeline.batch import BatchError
+
+    start = time.time()
+    with pytest.raises(BatchError, match="memory"):
+        run([sixty], tmp_path / "x", workers=1, partition_size=30, memory_limit="700MiB")
+    assert time.time() - start < 300  # an error, not a hang
+    assert not list((tmp_path / "x").glob("docs/*.parquet"))
