@@ -331,6 +331,8 @@ class BundlePlugin(WorkerPlugin):
         torch.set_num_threads(1)
         bundle = load(self.bundle)
         bundle.linker.overlap = False  # one core per worker: the workers are the parallelism
+        _ = bundle.facts  # built once here, not inside the first task
+        bundle.link(["Barack Obama visited Paris."])  # and the tables the first document builds
         worker.kgpipe_bundle = bundle  # type: ignore[attr-defined]
 
 
