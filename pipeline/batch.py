@@ -159,7 +159,7 @@ def read_partition(part: Partition) -> tuple[list[Document], list[dict[str, Any]
         errors.append({"file": part.source, "line": line, "reason": reason})
 
     if part.kind == "parquet":
-        rows = pq.read_table(part.source).slice(part.start, part.end - part.start).to_pylist()
+        rows = _parquet_rows(part.source, part.start, part.end)
         numbered: Iterator[tuple[int, Any]] = enumerate(rows, start=part.start)
     else:
         with open(part.source, "rb") as f:
@@ -191,6 +191,21 @@ def read_partition(part: Partition) -> tuple[list[Document], list[dict[str, Any]
         metadata = {k: v for k, v in obj.items() if k not in ("id", "text")}
         docs.append(Document(str(doc_id), without_surrogates(text), metadata))
     return docs, errors
+
+
+def _parquet_rows(source: str, start: int, end: int) -> list[dict[str, Any]]:
+    """Rows [start, end) of a Parquet file, reading only the row groups that hold them."""
+    file = pq.ParquetFile(source)
+    groups, first, seen = [], None, 0
+    for g in range(file.metadata.num_row_groups):
+        n = file.metadata.row_group(g).num_rows
+        if seen + n > start and seen < end:
+            groups.append(g)
+            first = seen if first is None else first
+        seen += n
+    if not groups:
+        return []
+    return file.read_row_groups(groups).slice(start - first, end - start).to_pylist()  # type: ignore[operator]
 
 
 def tables(extractions: Sequence[Extraction]) -> dict[str, pa.Table]:

@@ -150,13 +150,14 @@ def load(
     from encoders.text import TextEncoder
     from kg.embed.checkpoint import EntityVectors
     from kg.io import load_saved
+    from kg.link.linker import check_built_for
 
     root = Path(path) if path is not None else default_bundle()
     manifest, parts = read_manifest(root, verify=verify)
     kg = load_saved(parts["kg"].path, verify=False)  # verified above with the bundle
     transe = EntityVectors.load(parts["transe"].path)
     check_transe(transe, kg, parts["transe"].path)
-    check_linker(parts["linker"].path, kg)
+    check_built_for(parts["linker"].path, kg, "the bundle's")
     bundle = Bundle(root, manifest, parts, kg, transe, TextEncoder.load(), min_score)
     if eager:
         _ = bundle.linker
@@ -173,24 +174,6 @@ def check_transe(transe: EntityVectors, kg: KnowledgeGraph, where: Path) -> None
             None,
             f"this TransE checkpoint knows {share:.0%} of the KG's entities: it was trained on another KG",
             "Train one on this KG with `kgpipe kg train KG --out DIR` and pass --transe DIR",
-        )
-
-
-def check_linker(folder: Path, kg: KnowledgeGraph) -> None:
-    """Refuse a linker folder built for another KG (its linker.json names the KG's fingerprint)."""
-    from kg.link.linker import FILE_META, FILE_SCORER, LINKER_FORMAT
-    from kg.storage import read_model_config
-
-    meta = read_model_config(
-        folder, LINKER_FORMAT, "a linker folder", "kgpipe link train", FILE_META, FILE_SCORER
-    )
-    built_for = meta.get("kg") if isinstance(meta.get("kg"), dict) else {}
-    if built_for.get("fingerprint") != kg.fingerprint:  # type: ignore[union-attr]
-        raise KGFormatError(
-            folder / FILE_META,
-            None,
-            f"the linker was built for KG {built_for.get('name')!r}, not the bundle's {kg.name!r}",  # type: ignore[union-attr]
-            "Build the bundle with a linker for its KG: `kgpipe link train --kg KG` and `bundle build --linker`",
         )
 
 
@@ -224,14 +207,16 @@ def build(
     from encoders.text import TextEncoder
     from kg.embed.checkpoint import EntityVectors
     from kg.io import load_kg, save_kg
-    from kg.link.linker import Linker
+    from kg.link.linker import Linker, check_built_for
 
     out = Path(out)
     inputs = tuple(Path(p) for p in (kg, transe, linker, *(classifiers or {}).values()) if p is not None)
     check_output(out, "kgpipe-bundle", inputs, force)
     base_manifest, base = read_manifest(default_bundle(), verify=True)
-    graph = load_kg(kg) if kg is not None else load_kg(base["kg"].path)
-    if kg is not None and transe is None and graph.fingerprint != load_kg(base["kg"].path).fingerprint:
+    base_kg = load_kg(base["kg"].path)
+    graph = load_kg(kg) if kg is not None else base_kg
+    own_kg = graph.fingerprint == base_kg.fingerprint
+    if transe is None and not own_kg:
         raise OutputError(
             f"{kg}: a KG other than the default's needs its own TransE vectors: "
             "train them with `kgpipe kg train KG --out DIR` and pass --transe DIR"
@@ -241,7 +226,7 @@ def build(
     check_transe(vectors, graph, transe_dir)
     text = TextEncoder.load()
     if linker is not None:
-        Linker.load(linker, graph, embed=None)  # refuses one built for another KG
+        check_built_for(Path(linker), graph)  # refuses one built for another KG, loading nothing
     sources = {
         "kg": str(kg) if kg is not None else base["kg"].source,
         "transe": str(transe) if transe is not None else base["transe"].source,
@@ -252,7 +237,7 @@ def build(
         shutil.copytree(transe_dir, tmp / "transe")
         if linker is not None:
             shutil.copytree(linker, tmp / "linker")
-        elif graph.fingerprint == load_kg(base["kg"].path).fingerprint:
+        elif own_kg:
             shutil.copytree(base["linker"].path, tmp / "linker")
         else:  # the default scorer and names over the new KG, its entity vectors computed here
             Linker.load(base["linker"].path, graph, same_kg=False, embed=text.embedder()).save(tmp / "linker")

@@ -134,6 +134,22 @@ LINKER_FORMAT = "kgpipe-linker/1"
 FILE_META, FILE_SCORER, FILE_NAMES = "linker.json", "scorer.json", "names.parquet"
 
 
+def check_built_for(folder: Path, kg: KnowledgeGraph | None, whose: str = "this") -> None:
+    """Refuse a folder that is not a linker folder, or (given `kg`) one built for another KG: its
+    linker.json names the fingerprint of the KG it was built for."""
+    writer = "kgpipe link train"
+    meta = read_model_config(folder, LINKER_FORMAT, "a linker folder", writer, FILE_META, FILE_SCORER)
+    built_for: dict[str, object] = meta["kg"] if isinstance(meta.get("kg"), dict) else {}
+    if kg is not None and built_for.get("fingerprint") != kg.fingerprint:
+        raise KGFormatError(
+            folder / FILE_META,
+            None,
+            f"the linker was built for KG {built_for.get('name')!r}, not {whose} {kg.name!r} "
+            f"(fingerprints {built_for.get('fingerprint')} and {kg.fingerprint})",
+            f"Build a linker for this KG with `{writer} --kg KG` (and `bundle build --linker`), or leave it out",
+        )
+
+
 class Linker:
     """Entity linker over one KG. `min_score` overrides the scorer's NIL threshold.
 
@@ -202,17 +218,7 @@ class Linker:
         `same_kg` (the default) the folder must have been built for this very KG; otherwise its
         scorer and names serve another KG, whose entity vectors are computed (and cached)."""
         folder = Path(folder)
-        writer = "kgpipe link train"
-        meta = read_model_config(folder, LINKER_FORMAT, "a linker folder", writer, FILE_META, FILE_SCORER)
-        built_for: dict[str, object] = meta["kg"] if isinstance(meta.get("kg"), dict) else {}
-        if same_kg and built_for.get("fingerprint") != kg.fingerprint:
-            raise KGFormatError(
-                folder / FILE_META,
-                None,
-                f"this linker was built for KG {built_for.get('name')!r} ({built_for.get('fingerprint')}), "
-                f"not {kg.name!r} ({kg.fingerprint})",
-                f"Build a linker for this KG with `{writer} --kg ...`, or leave out the linker",
-            )
+        check_built_for(folder, kg if same_kg else None)
         names = load_names(folder / FILE_NAMES) if (folder / FILE_NAMES).exists() else {}
         return cls(
             kg,
