@@ -1,0 +1,288 @@
+"""Indexing `kgpipe extract` output into a vector store, and searching it by text or by entity.
+
+A store made from an extraction has two collections:
+
+- `docs`: each document's vector (the text model over its opening, as `kgpipe extract` wrote it),
+  with its metadata: every input column (title, ...), `source` (the input file's name),
+  `entities` (the QIDs it mentions) and `types` (their coarse KG types: PER, LOC, ORG, ...).
+- `entities`: every KG entity with a QID and its TransE vector (neighbours in graph space), with
+  `label`, `description`, `type` and `mentions` (how many indexed documents mention it).
+
+Text queries are encoded by the text model that made the document vectors; the store's manifest
+names it, and a search with another model is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow.dataset as ds
+
+from kg.errors import KGPipeError
+from pipeline.store import FaissCollection, Filter, Hit, Store, StoreError, create_store, open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from pipeline.bundle import Bundle
+
+QUERY_MAX_LENGTH = 128  # word pieces: the document vectors are made with the linker's embedder at 128
+NEIGHBOURS = 10  # graph neighbours whose documents answer an entity that no document mentions
+
+
+@dataclass
+class IndexSummary:
+    store: str
+    documents: int
+    skipped: int
+    entities: int
+    total_documents: int = 0
+
+
+def encoder_identity(bundle: Bundle) -> dict[str, Any]:
+    """What the store records of the text model that made its vectors."""
+    embed = bundle.text.embedder(max_length=QUERY_MAX_LENGTH)
+    return {
+        "name": bundle.manifest.get("text_model", {}).get("name", str(bundle.text.path)),
+        "model_id": embed.model_id,  # type: ignore[attr-defined]
+        "max_length": QUERY_MAX_LENGTH,
+        "bundle": bundle.fingerprint,
+    }
+
+
+def _read_extraction(folder: Path) -> tuple[dict[str, Any], Any, Any, dict[str, str]]:
+    manifest_file = folder / "_manifest.json"
+    if not manifest_file.is_file():
+        raise StoreError(
+            f"{folder}: no _manifest.json, so not a finished `kgpipe extract` output; run "
+            f"`kgpipe extract INPUT... --out {folder}` (again, to finish it) first"
+        )
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    for sub in ("docs", "entities"):
+        if not (folder / sub).is_dir():
+            raise StoreError(f"{folder}/{sub}: missing; run `kgpipe extract` again to finish the extraction")
+    docs = ds.dataset(folder / "docs", format="parquet").to_table(columns=["doc_id", "vector", "metadata"])
+    ents = ds.dataset(folder / "entities", format="parquet").to_table(columns=["doc_id", "qid", "kg_type"])
+    sources: dict[str, str] = {}  # doc file name -> its input file's name, from the done markers
+    for marker in sorted((folder / "_done").glob("*.json")):
+        m = json.loads(marker.read_text(encoding="utf-8"))
+        source = Path(str(m.get("spec", {}).get("source", ""))).name
+        for f in m.get("files", {}).values():
+            sources[Path(f["file"]).name] = source
+    return manifest, docs, ents, sources
+
+
+def index_extraction(
+    extraction: str | Path,
+    out: str | Path,
+    bundle: Bundle,
+    factory: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> IndexSummary:
+    """Add the documents of a `kgpipe extract` folder to the store at `out` (created if new); a
+    store that already holds some of them adds only the others."""
+    folder = Path(extraction)
+    manifest, docs, ents, sources = _read_extraction(folder)
+    made_with = manifest.get("bundle")
+    if made_with and made_with != bundle.fingerprint:
+        raise StoreError(
+            f"{folder}: extracted with bundle {made_with}, but the bundle given is {bundle.fingerprint}; "
+            "index with the bundle that extracted it (--bundle)"
+        )
+    store = create_store(out, encoder_identity(bundle))
+    dim = bundle.text.hidden_size
+    doc_col = store.create_collection("docs", dim, factory)
+    ids = [str(i) for i in docs.column("doc_id").to_pylist()]
+    have = {str(r["id"]) for r in doc_col.get(ids) if r is not None} if ids and len(doc_col) else set()
+    new = [i for i, d in enumerate(ids) if d not in have]
+    new_ids = {ids[i] for i in new}
+    mentions: dict[str, list[str]] = {}
+    types: dict[str, set[str]] = {}
+    for d, q, t in zip(*(ents.column(c).to_pylist() for c in ("doc_id", "qid", "kg_type")), strict=True):
+        if str(d) in new_ids:
+            mentions.setdefault(str(d), []).append(q)
+            if t:
+                types.setdefault(str(d), set()).add(t)
+    vectors = (
+        docs.column("vector").combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
+        if ids
+        else np.zeros((0, dim), np.float32)
+    )
+    if vectors.shape[1] != dim:
+        raise StoreError(
+            f"{folder}: document vectors of {vectors.shape[1]} dimensions, the bundle's text model makes {dim}"
+        )
+    metas = docs.column("metadata").to_pylist()
+    source_of = _sources_per_row(folder, sources)
+    batch = 5000
+    for lo in range(0, len(new), batch):
+        rows = new[lo : lo + batch]
+        meta = []
+        for i in rows:
+            m = _flat(json.loads(metas[i]) if metas[i] else {})
+            m["source"] = source_of.get(ids[i], "")
+            m["entities"] = sorted(set(mentions.get(ids[i], [])))
+            m["types"] = sorted(types.get(ids[i], set()))
+            meta.append(m)
+        doc_col.upsert([ids[i] for i in rows], vectors[rows], meta)
+        if progress:
+            progress(min(lo + batch, len(new)), len(new))
+    n_entities = _index_entities(store, bundle, mentions)
+    store.save()
+    total = len(doc_col)
+    store.close()
+    return IndexSummary(str(out), len(new), len(ids) - len(new), n_entities, total)
+
+
+def _sources_per_row(folder: Path, sources: dict[str, str]) -> dict[str, str]:
+    """doc id -> the name of the input file it came from."""
+    out: dict[str, str] = {}
+    for f in sorted((folder / "docs").glob("*.parquet")):
+        source = sources.get(f.name, "")
+        for d in ds.dataset(f, format="parquet").to_table(columns=["doc_id"]).column("doc_id").to_pylist():
+            out[str(d)] = source
+    return out
+
+
+def _flat(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Input columns as store metadata: scalars as they are, anything else as JSON text; a column
+    named like one the store sets itself gets the prefix `input_`."""
+    out: dict[str, Any] = {}
+    for k, v in metadata.items():
+        key = f"input_{k}" if k in ("id", "pk", "entities", "types", "source", "vector") else k
+        out[key] = (
+            v if v is None or isinstance(v, str | int | float | bool) else json.dumps(v, ensure_ascii=False)
+        )
+    return out
+
+
+def _index_entities(store: Store, bundle: Bundle, mentions: dict[str, list[str]]) -> int:
+    """Write the entities collection the first time (every KG entity with a QID and a TransE vector)
+    and add the newly indexed documents' mentions to each entity's `mentions` count."""
+    import pyarrow as pa
+
+    from kg.link.context import coarse_types
+
+    kg, transe = bundle.kg, bundle.transe
+    col = store.create_collection("entities", int(transe.matrix.shape[1]))
+    counts: dict[str, int] = {}
+    for qids in mentions.values():
+        for q in set(qids):
+            counts[q] = counts.get(q, 0) + 1
+    if len(col):  # vectors unchanged: only the counts move
+        if isinstance(col, FaissCollection):
+            ids = col.meta.column("id").to_pylist()
+            current = col.meta.column("mentions").to_pylist()
+            fresh = pa.array([c + counts.get(i, 0) for i, c in zip(ids, current, strict=True)], pa.int64())
+            where = col.meta.column_names.index("mentions")
+            col.meta = col.meta.set_column(where, "mentions", fresh)
+        else:
+            keys = [q for q in counts if q]
+            found = [(q, r) for q, r in zip(keys, col.get(keys), strict=True) if r is not None]
+            if found:
+                vecs = np.stack([r.pop("vector") for _, r in found])
+                for q, r in found:
+                    r.pop("id", None)
+                    r["mentions"] = int(r.get("mentions", 0)) + counts[q]
+                col.upsert([q for q, _ in found], vecs, [r for _, r in found])
+        return len(col)
+    kinds = coarse_types(kg)
+    keys, rows, meta = [], [], []
+    for e, q in enumerate(kg.qids):
+        if not q or not transe.has(q):
+            continue
+        keys.append(q)
+        rows.append(transe.entity_id(q))
+        meta.append(
+            {
+                "label": kg.labels[e],
+                "description": kg.descriptions[e],
+                "type": kinds[e],
+                "mentions": counts.get(q, 0),
+            }
+        )
+    unique = dict(zip(keys, range(len(keys)), strict=True)) if len(set(keys)) == len(keys) else None
+    if unique is None:  # a QID on two KG entities: keep the first
+        first: dict[str, int] = {}
+        for i, q in enumerate(keys):
+            first.setdefault(q, i)
+        pick = sorted(first.values())
+        keys, rows, meta = [keys[i] for i in pick], [rows[i] for i in pick], [meta[i] for i in pick]
+    matrix = transe.matrix.cpu().numpy()
+    col.upsert(keys, matrix[np.array(rows, np.int64)], meta)
+    return len(keys)
+
+
+# ---------------------------------------------------------------------------------------- search
+
+
+@dataclass
+class Searcher:
+    """Search one store: by text (with the text model that made it) and by entity."""
+
+    store: Store
+    encode: Callable[[list[str]], np.ndarray] | None = None
+    _bundle: Any = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, address: str | Path, bundle: Bundle | None = None) -> Searcher:
+        store = open_store(address)
+        return cls(store, _query_encoder(store, bundle) if bundle is not None else None)
+
+    def _encoder(self) -> Callable[[list[str]], np.ndarray]:
+        if self.encode is None:
+            self.encode = _query_encoder(self.store, None)
+        return self.encode
+
+    def text(self, queries: Sequence[str], k: int = 10, where: Filter | None = None) -> list[list[Hit]]:
+        """The k documents closest to each query text, best first; `where` filters before the search."""
+        bad = [i for i, q in enumerate(queries) if not isinstance(q, str) or not q.strip()]
+        if bad:
+            raise KGPipeError(f"query {bad[0]} is empty; give the text to search for")
+        if not queries:
+            return []
+        return self.store.collection("docs").search(self._encoder()(list(queries)), k, where)
+
+    def entity(self, qid: str, k: int = 10, where: Filter | None = None) -> dict[str, Any]:
+        """Documents about an entity and its neighbours in the KG's vector space.
+
+        `hits`: documents that mention the entity, closest to its name first; when none does, the
+        documents that mention its nearest graph neighbours (`via` says which). `neighbours`: the k
+        entities closest to it in TransE space."""
+        entities = self.store.collection("entities")
+        found = entities.get([qid])[0]
+        if found is None:
+            raise KGPipeError(
+                f"entity {qid!r} is not in this store's KG; give a Wikidata QID of the KG it was built with (e.g. Q90)"
+            )
+        neighbours = [h for h in entities.search(found["vector"][None, :], k + 1)[0] if h.id != qid][:k]
+        query = self._encoder()([found.get("label") or qid])
+        docs = self.store.collection("docs")
+        base = where or Filter()
+        hits = docs.search(query, k, Filter((qid,), base.types, base.where))[0]
+        via = [qid]
+        if not hits:
+            via = [h.id for h in neighbours[:NEIGHBOURS]]
+            hits = docs.search(query, k, Filter(tuple(via), base.types, base.where))[0] if via else []
+        entity = {key: v for key, v in found.items() if key not in ("vector", "pk")}
+        return {"entity": entity, "via": via, "hits": hits, "neighbours": neighbours}
+
+
+def _query_encoder(store: Store, bundle: Bundle | None) -> Callable[[list[str]], np.ndarray]:
+    """The text model that made the store's vectors, checked against the manifest."""
+    from encoders.text import TextEncoder
+
+    want = store.manifest.get("encoder", {})
+    text = bundle.text if bundle is not None else TextEncoder.load()
+    embed = text.embedder(max_length=int(want.get("max_length", QUERY_MAX_LENGTH)))
+    have = embed.model_id  # type: ignore[attr-defined]
+    if want.get("model_id") and want["model_id"] != have:
+        raise StoreError(
+            f"{store.path}: built with text model {want.get('name')} ({want['model_id']}), but the model here is "
+            f"{text.path} ({have}); set KGPIPE_TEXT_MODEL (or --bundle) to the model that built the store"
+        )
+    return embed
