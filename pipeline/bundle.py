@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from kg.graph import KnowledgeGraph
     from kg.link.linker import LinkedEntity, Linker
     from pipeline.extract import FactModel
+    from pipeline.search import Searcher
 
 MIN_TRANSE_SHARE = 0.5  # TransE must know at least this share of the KG's entities to belong to it
 
@@ -46,6 +47,7 @@ class Bundle:
     _linker: Linker | None = field(default=None, repr=False)
     _facts: FactModel | None = field(default=None, repr=False)
     _linkers: dict[str, Linker] = field(default_factory=dict, repr=False)
+    _searcher: Searcher | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -100,6 +102,22 @@ class Bundle:
         pooled over at most 256 word pieces), what the vector store indexes."""
         return self.text.embed(list(texts), max_length=256).numpy()
 
+    @property
+    def searcher(self) -> Searcher:
+        """Search over the bundle's store (opened on first use); an error when it has none."""
+        with self._lock:
+            if self._searcher is None:
+                from pipeline.search import Searcher
+                from pipeline.store import StoreError
+
+                if "store" not in self.parts:
+                    raise StoreError(
+                        f"bundle {self.path} has no store: build one with `kgpipe index EXTRACT_DIR --out STORE` "
+                        "and add it with `kgpipe bundle build --store STORE`"
+                    )
+                self._searcher = Searcher.open(self.parts["store"].path, self)
+            return self._searcher
+
     def linker_for(self, kg: KnowledgeGraph) -> Linker:
         """A linker over another KG with this bundle's scorer and names (its entity vectors are
         computed once and cached); the bundle's own linker when `kg` is the bundle's KG."""
@@ -125,11 +143,14 @@ class Bundle:
 
 
 def fingerprint(parts: dict[str, Part]) -> str:
-    """16 hex digits over every part's checksum (`Bundle.fingerprint`, without loading anything)."""
+    """16 hex digits over every model part's checksum (`Bundle.fingerprint`, without loading
+    anything). The store is left out: it is made from the models' output, not used to make it."""
     import hashlib
 
     h = hashlib.sha256()
     for name, part in sorted(parts.items()):
+        if name == "store":
+            continue
         h.update(f"{name}\t{part.sha256}\n".encode())
     return h.hexdigest()[:16]
 
@@ -199,6 +220,7 @@ def build(
     linker: str | Path | None = None,
     classifiers: dict[str, Path] | None = None,
     force: bool = False,
+    store: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write a bundle folder (atomically) from parts; each one left out comes from the default
     bundle. A KG other than the default's gets a linker with the default's scorer and names and
@@ -210,7 +232,18 @@ def build(
     from kg.link.linker import Linker, check_built_for
 
     out = Path(out)
-    inputs = tuple(Path(p) for p in (kg, transe, linker, *(classifiers or {}).values()) if p is not None)
+    inputs = tuple(
+        Path(p) for p in (kg, transe, linker, store, *(classifiers or {}).values()) if p is not None
+    )
+    if store is not None:
+        from pipeline.store import StoreError, is_milvus, open_store
+
+        if is_milvus(store):
+            raise StoreError(
+                f"{store}: a bundle holds a FAISS store folder; a Milvus store stays in Milvus (give its "
+                "address to `kgpipe search` and `kgpipe serve --store`)"
+            )
+        open_store(store, verify=True)  # a damaged store fails here, not at serving time
     check_output(out, "kgpipe-bundle", inputs, force)
     base_manifest, base = read_manifest(default_bundle(), verify=True)
     base_kg = load_kg(base["kg"].path)
@@ -248,6 +281,10 @@ def build(
             shutil.copytree(folder, tmp / "classifiers" / name)
             parts[f"classifiers/{name}"] = f"classifiers/{name}"
             sources[f"classifiers/{name}"] = str(folder)
+        if store is not None:
+            shutil.copytree(store, tmp / "store")
+            parts["store"] = "store"
+            sources["store"] = str(store)
         extra: dict[str, Any] = {
             k: base_manifest[k] for k in ("text_model", "spacy_model") if k in base_manifest
         }

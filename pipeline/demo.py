@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 WELL_KNOWN = ["Q90", "Q76", "Q1299", "Q2", "Q11660"]  # Paris, Barack Obama, The Beatles, Earth, AI
 
 
-def run_demo(kg_path: Path | None = None, bundle_path: Path | None = None) -> None:
+def run_demo(
+    kg_path: Path | None = None, bundle_path: Path | None = None, out: Path = Path("demo_output")
+) -> None:
     from pipeline.bundle import load
 
     console = Console()
@@ -44,22 +46,21 @@ def run_demo(kg_path: Path | None = None, bundle_path: Path | None = None) -> No
     show_transe(console, kg, bundle_transe(console, bundle) if own else train_quick_transe(console, kg))
     show_linking(console, kg, bundle)
     if kg_path is None:
-        show_batch(console, bundle)
+        extraction = show_batch(console, bundle, out)
+        show_search(console, bundle, extraction, out / "store")
 
 
-def show_batch(console: Console, bundle: Bundle) -> None:
+def show_batch(console: Console, bundle: Bundle, out: Path) -> Path:
     """The batch job (`kgpipe extract`) over the sample corpus on a local dask cluster."""
-    import tempfile
-
     import pyarrow.dataset as ds
 
     from pipeline.batch import run
 
     corpus = data_root() / "corpus" / "sample.jsonl"
     console.rule("batch extraction: `kgpipe extract` on a local dask cluster")
-    with tempfile.TemporaryDirectory(prefix="kgpipe-demo-") as tmp:
-        summary = run([corpus], Path(tmp) / "out", bundle=bundle.path, workers=2, partition_size=3)
-        facts = ds.dataset(Path(tmp) / "out" / "facts", format="parquet").to_table().to_pylist()
+    extraction = out / "extract"  # a rerun finds its partitions done
+    summary = run([corpus], extraction, bundle=bundle.path, workers=2, partition_size=3)
+    facts = ds.dataset(extraction / "facts", format="parquet").to_table().to_pylist()
     table = Table(title=f"facts between entities of a sentence ({summary.facts} in all; a few shown)")
     for column in ("document", "head", "relation", "tail", "source", "score"):
         table.add_column(column)
@@ -72,8 +73,42 @@ def show_batch(console: Console, bundle: Bundle) -> None:
     console.print(
         f"{summary.documents} documents, {summary.entities} entities, {summary.facts} facts, "
         f"{summary.errors} bad lines in {summary.seconds:.1f} s on {summary.workers} dask workers "
-        f"({summary.docs_per_second:.1f} documents/s, most of it starting the workers)"
+        f"({summary.docs_per_second:.1f} documents/s, most of it starting the workers) -> {extraction}"
     )
+    return extraction
+
+
+def show_search(console: Console, bundle: Bundle, extraction: Path, store: Path) -> None:
+    """`kgpipe index` over the extraction (a rerun adds nothing), then a text, an entity and a
+    filtered search."""
+    from pipeline.search import Searcher, index_extraction
+    from pipeline.store import Filter
+
+    console.rule("vector search: `kgpipe index` and `kgpipe search`")
+    summary = index_extraction(extraction, store, bundle)
+    console.print(f"indexed {summary.documents} documents and {summary.entities:,} KG entities -> {store}")
+    searcher = Searcher.open(store, bundle)
+    shown = [
+        ('text: "ancient city"', searcher.text(["ancient city"], 3)[0]),
+        ('text: "music" --type PER', searcher.text(["music"], 3, Filter(types=("PER",)))[0]),
+    ]
+    about = searcher.entity("Q90", 3)
+    shown.append(("entity: --like-entity Q90 (Paris)", about["hits"]))
+    table = Table(title="searches")
+    for column in ("query", "score", "document", "mentions"):
+        table.add_column(column)
+    for query, hits in shown:
+        for h in hits:
+            table.add_row(
+                query,
+                f"{h.score:.3f}",
+                str(h.metadata.get("title", h.id)),
+                ", ".join(h.metadata.get("entities", [])[:4]),
+            )
+            query = ""
+    console.print(table)
+    near = ", ".join(f"{h.metadata.get('label')} ({h.score:.2f})" for h in about["neighbours"])
+    console.print(f"entities nearest Paris in TransE space: {near}")
 
 
 def show_linking(console: Console, kg: KnowledgeGraph, bundle: Bundle, limit: int = 3) -> None:

@@ -665,7 +665,13 @@ class MilvusStore:
         _milvus_write_manifest(self.client, self.manifest)
 
     def close(self) -> None:
+        """Close the connection; for Milvus Lite also stop its embedded server, so that another
+        process may open the file."""
         self.client.close()
+        if not self.address.startswith("milvus://"):
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.address.removeprefix("milvus:"))
 
 
 def _milvus_client(address: str) -> Any:
@@ -675,6 +681,11 @@ def _milvus_client(address: str) -> Any:
         raise StoreError(
             f"{address}: Milvus needs pymilvus (and milvus-lite for a .db file): pip install pymilvus milvus-lite"
         ) from e
+    import logging
+
+    # Milvus Lite logs its own tracebacks (a locked file) and gRPC's (a call it does not implement)
+    for name in ("milvus_lite", "grpc._server"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     uri = address.removeprefix("milvus:")
     if address.startswith("milvus://"):
         uri = "http://" + address.removeprefix("milvus://")
@@ -687,6 +698,11 @@ def _milvus_client(address: str) -> Any:
     try:
         return MilvusClient(uri)
     except Exception as e:
+        if "lock" in repr(e).lower() or "Failed to start MilvusLite" in str(e):
+            raise StoreError(
+                f"{address}: another process has this Milvus Lite file open (Milvus Lite serves one process "
+                "at a time); stop it, or move the store to a Milvus server (milvus://HOST:PORT) for several"
+            ) from e
         raise StoreError(f"{address}: cannot open Milvus ({str(e).strip().splitlines()[0][:200]})") from e
 
 

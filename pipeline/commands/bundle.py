@@ -35,9 +35,16 @@ def bundle_build(
             "--classifier", help="NAME=DIR: a fine-tuned encoder (`kgpipe encoder finetune`); repeatable"
         ),
     ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="a FAISS store folder to serve searches from (`kgpipe index`)"),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
-    """Write a bundle: the KG, TransE, the linker and classifiers in one checksummed folder."""
+    """Write a bundle: the KG, TransE, the linker, classifiers and a store in one checksummed folder.
+
+    Example: kgpipe bundle build --out my-bundle --store out/store --classifier topic=out/topic
+    """
     from pipeline.bundle import build, bundle_info
 
     classifiers = {}
@@ -46,7 +53,7 @@ def bundle_build(
         if not sep or not name or not folder or "/" in name:
             raise typer.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint="'--classifier'")
         classifiers[name] = Path(folder)
-    manifest = build(out, kg_path, transe, linker, classifiers, force)
+    manifest = build(out, kg_path, transe, linker, classifiers, force, store=store)
     info = bundle_info(manifest)
     console.print(
         f"wrote bundle {out}: "
@@ -83,8 +90,14 @@ def bundle_info_command(
 def demo(
     kg_path: Annotated[Path | None, typer.Option("--kg", help="KG to use (default: the bundle's)")] = None,
     bundle: BundleOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the demo's outputs")] = Path(
+        "demo_output"
+    ),
 ) -> None:
-    """Run the main job on the bundled defaults and show what kgpipe does."""
+    """Run the main job on the bundled defaults and show what kgpipe does.
+
+    Example: kgpipe demo --out demo_output
+    """
     from pipeline.demo import run_demo
 
-    run_demo(kg_path, bundle)
+    run_demo(kg_path, bundle, out)
