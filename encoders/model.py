@@ -56,6 +56,10 @@ class EncoderConfig:
     descriptions: StrictBool = False  # ERNIE: entity vectors also hold embedded KG descriptions
     pretrained: str = ""  # ERNIE: the alignment pre-trained fusion it started from (provenance only)
     text_model: str = ""  # where the text model came from (provenance only)
+    # the text model's weights are not trained, so not saved: `load` takes them from the installed
+    # text model (KGPIPE_TEXT_MODEL or the default), checked against text_model_digest
+    text_model_frozen: StrictBool = False
+    text_model_digest: str = ""
     kg: str = ""
     transe: str = ""
     format: Literal["kgpipe-encoder/1"] = FORMAT
@@ -63,6 +67,18 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if not self.labels:
             raise ValueError("labels is empty: a head needs at least one label to predict")
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """16 hex digits over a module's weights (names, shapes and bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().contiguous().cpu()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -190,6 +206,9 @@ class KnowledgeEncoder(nn.Module):
             if seed is not None:
                 torch.manual_seed(seed)
             model = cls(cfg, base, tokenizer, knowledge)
+        if cfg.text_model_frozen:
+            base.requires_grad_(False)
+            cfg.text_model_digest = weights_digest(base)
         if fusion is not None:
             if model.fusion is None:
                 raise ValueError(
@@ -205,7 +224,11 @@ class KnowledgeEncoder(nn.Module):
         with atomic_dir(folder) as tmp:
             if metrics is not None:
                 (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            state = {
+                k: v.detach().contiguous().cpu()
+                for k, v in self.state_dict().items()
+                if not (self.cfg.text_model_frozen and k.startswith("base."))
+            }
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
             (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
             self.knowledge.save(tmp)
@@ -228,8 +251,21 @@ class KnowledgeEncoder(nn.Module):
         )
         try:
             hf_config = AutoConfig.from_pretrained(folder / "text_model", local_files_only=True)
-            base = AutoModel.from_config(hf_config, add_pooling_layer=False)
+            if cfg.text_model_frozen:  # its weights are the installed text model's, by reference
+                installed = default_model_path()
+                base = AutoModel.from_pretrained(installed, local_files_only=True, add_pooling_layer=False)
+                if weights_digest(base) != cfg.text_model_digest:
+                    raise KGFormatError(
+                        folder,
+                        None,
+                        f"trained on a text model whose weights differ from the one installed at {installed}",
+                        "Set KGPIPE_TEXT_MODEL to the text model it was trained with, or train it again",
+                    )
+            else:
+                base = AutoModel.from_config(hf_config, add_pooling_layer=False)
             tokenizer = AutoTokenizer.from_pretrained(folder / "text_model", local_files_only=True)
+        except KGFormatError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise KGFormatError(
                 folder / "text_model",
@@ -239,7 +275,10 @@ class KnowledgeEncoder(nn.Module):
             ) from e
         model = cls(cfg, base, tokenizer, KnowledgeSource.load(folder))
         weights = folder / "model.safetensors"
-        load_weights(model, read_tensors(weights, writer), weights, writer)
+        tensors = read_tensors(weights, writer)
+        if cfg.text_model_frozen:
+            tensors.update({k: v for k, v in model.state_dict().items() if k.startswith("base.")})
+        load_weights(model, tensors, weights, writer)
         return model.to(device).eval()
 
     # ---- inputs ---------------------------------------------------------------------------------

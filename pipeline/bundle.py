@@ -23,10 +23,12 @@ from kg.storage import OutputError, atomic_dir, check_output
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from encoders.model import KnowledgeEncoder
     from encoders.text import TextEncoder
     from kg.embed.checkpoint import EntityVectors
     from kg.graph import KnowledgeGraph
     from kg.link.linker import LinkedEntity, Linker
+    from pipeline.classify import Classification
     from pipeline.extract import FactModel
     from pipeline.search import Searcher
 
@@ -48,6 +50,7 @@ class Bundle:
     _facts: FactModel | None = field(default=None, repr=False)
     _linkers: dict[str, Linker] = field(default_factory=dict, repr=False)
     _searcher: Searcher | None = field(default=None, repr=False)
+    _classifiers: dict[str, KnowledgeEncoder] = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -101,6 +104,43 @@ class Bundle:
         """float32[len(texts), hidden]: unit document vectors from the bundle's text model (mean
         pooled over at most 256 word pieces), what the vector store indexes."""
         return self.text.embed(list(texts), max_length=256).numpy()
+
+    @property
+    def classifiers(self) -> list[str]:
+        """Names of the bundle's classifiers (`classifiers/NAME` parts)."""
+        return sorted(n.split("/", 1)[1] for n in self.parts if n.startswith("classifiers/"))
+
+    def classifier(self, name: str | None = None) -> KnowledgeEncoder:
+        """The classifier `name` (default: the first), loaded on first use."""
+        from pipeline.classify import ClassifierError
+
+        names = self.classifiers
+        if not names:
+            raise ClassifierError(
+                f"bundle {self.path} has no classifier: train one with `kgpipe encoder finetune` and add "
+                "it with `kgpipe bundle build --classifier NAME=DIR`"
+            )
+        name = name or names[0]
+        if name not in names:
+            raise ClassifierError(f"no classifier {name!r} in bundle {self.path}; it has {', '.join(names)}")
+        with self._lock:
+            if name not in self._classifiers:
+                from encoders.model import KnowledgeEncoder
+
+                self._classifiers[name] = KnowledgeEncoder.load(self.parts[f"classifiers/{name}"].path)
+            return self._classifiers[name]
+
+    def classify(
+        self,
+        texts: Sequence[str],
+        name: str | None = None,
+        focus: Sequence[Sequence[tuple[int, int]]] | None = None,
+    ) -> list[Classification]:
+        """Each text's label, per-label probabilities and the entities the classifier read."""
+        from pipeline.classify import classify
+
+        model = self.classifier(name)
+        return classify(self, model, name or self.classifiers[0], texts, focus)
 
     @property
     def searcher(self) -> Searcher:
@@ -276,11 +316,16 @@ def build(
             Linker.load(base["linker"].path, graph, same_kg=False, embed=text.embedder()).save(tmp / "linker")
             sources["linker"] = f"{base['linker'].source}; entity vectors computed for {graph.name}"
         parts = {"kg": "kg", "transe": "transe", "linker": "linker"}
-        for name, folder in (classifiers or {}).items():
+        given = dict(classifiers or {})
+        for part_name, part in base.items():  # the default bundle's classifiers, unless given
+            if part_name.startswith("classifiers/") and part_name.split("/", 1)[1] not in given:
+                given[part_name.split("/", 1)[1]] = part.path
+                sources[part_name] = part.source
+        for name, folder in given.items():
             KnowledgeEncoder.load(folder)  # a damaged classifier fails here, not at serving time
             shutil.copytree(folder, tmp / "classifiers" / name)
             parts[f"classifiers/{name}"] = f"classifiers/{name}"
-            sources[f"classifiers/{name}"] = str(folder)
+            sources.setdefault(f"classifiers/{name}", str(folder))
         if store is not None:
             shutil.copytree(store, tmp / "store")
             parts["store"] = "store"

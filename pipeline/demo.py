@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -21,6 +21,7 @@ from kg.io import data_root, load_kg
 
 if TYPE_CHECKING:
     from pipeline.bundle import Bundle
+    from pipeline.report import Report
 
 WELL_KNOWN = ["Q90", "Q76", "Q1299", "Q2", "Q11660"]  # Paris, Barack Obama, The Beatles, Earth, AI
 
@@ -28,9 +29,14 @@ WELL_KNOWN = ["Q90", "Q76", "Q1299", "Q2", "Q11660"]  # Paris, Barack Obama, The
 def run_demo(
     kg_path: Path | None = None, bundle_path: Path | None = None, out: Path = Path("demo_output")
 ) -> None:
-    from pipeline.bundle import load
+    import time
 
+    from pipeline.bundle import load
+    from pipeline.report import Report
+
+    started = time.perf_counter()
     console = Console()
+    report = Report()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("loading the bundle", total=3)
         bundle = load(bundle_path, eager=False)
@@ -40,17 +46,84 @@ def run_demo(
         progress.update(task, advance=1, description="adjacency")
         _ = kg.adjacency
         progress.update(task, advance=1)
-    show_summary(console, kg, degrees)
+    show_summary(console, kg, degrees, report)
     show_neighbours(console, kg)
     own = kg.fingerprint == bundle.kg.fingerprint
-    show_transe(console, kg, bundle_transe(console, bundle) if own else train_quick_transe(console, kg))
-    show_linking(console, kg, bundle)
+    show_transe(
+        console, kg, bundle_transe(console, bundle, report) if own else train_quick_transe(console, kg)
+    )
+    show_linking(console, kg, bundle, report=report)
     if kg_path is None:
-        extraction = show_batch(console, bundle, out)
-        show_search(console, bundle, extraction, out / "store")
+        show_classifier(console, bundle, report)
+        extraction = show_batch(console, bundle, out, report)
+        show_search(console, bundle, extraction, out / "store", report)
+        served = build_demo_bundle(console, bundle, out)
+        report.text(
+            "serve it",
+            f"The bundle this demo used, with the store it built, is in {served}: "
+            f"`kgpipe serve --bundle {served}` serves it (a page to try it at http://127.0.0.1:8000/).",
+        )
+    report.text("run time", f"{time.perf_counter() - started:.0f} s on {_cores()} CPU cores")
+    path = report.write(out / "report.html")
+    console.print(f"[bold]report:[/] {path}  ({time.perf_counter() - started:.0f} s in all)")
 
 
-def show_batch(console: Console, bundle: Bundle, out: Path) -> Path:
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def build_demo_bundle(console: Console, bundle: Bundle, out: Path) -> Path:
+    """The demo's bundle plus its store, in `out/bundle`, for `kgpipe serve`."""
+    from pipeline.bundle import build
+
+    target = out / "bundle"
+    build(target, store=out / "store", force=True)
+    console.print(f"bundle with the store -> {target}: serve it with `kgpipe serve --bundle {target}`")
+    return target
+
+
+def show_classifier(console: Console, bundle: Bundle, report: Report) -> None:
+    """The bundle's knowledge-fused classifier on the sample documents."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not bundle.classifiers:
+        console.print("[yellow]no classifier in the bundle[/]")
+        return
+    name = bundle.classifiers[0]
+    with open(data_root() / "corpus" / "sample.jsonl", encoding="utf-8") as f:
+        docs = [json.loads(line) for line in f if line.strip()]
+    with Progress(console=console, transient=True) as progress:
+        progress.add_task(f"classifier {name}: loading and classifying", total=None)
+        answers = bundle.classify([d["text"] for d in docs], name)
+    model = bundle.classifier(name)
+    table = Table(title=f"classifier {name!r} ({model.cfg.task}, knowledge: {model.cfg.knowledge})")
+    for column in ("document", "label", "probability", "entities it read"):
+        table.add_column(column)
+    rows = []
+    for d, a in zip(docs, answers, strict=True):
+        read = ", ".join(e.name or e.qid for e in a.entities[:5])
+        table.add_row(str(d.get("title", d["id"])), a.label, f"{a.scores[a.label]:.2f}", read)
+        rows.append([d.get("title", d["id"]), a.label, a.scores[a.label], read])
+    console.print(table)
+    report.table(f"classifier: {name}", ["document", "label", "probability", "entities it read"], rows)
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(docs)))
+    labels = model.cfg.labels
+    left = np.zeros(len(docs))
+    for label in labels:
+        v = np.array([a.scores.get(label, 0.0) for a in answers])
+        ax.barh([str(d.get("title", d["id"])) for d in docs], v, left=left, label=label)
+        left += v
+    ax.set_xlabel("probability")
+    ax.legend(ncol=3, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    report.figure("classifier scores", fig)
+
+
+def show_batch(console: Console, bundle: Bundle, out: Path, report: Report) -> Path:
     """The batch job (`kgpipe extract`) over the sample corpus on a local dask cluster."""
     import pyarrow.dataset as ds
 
@@ -59,8 +132,16 @@ def show_batch(console: Console, bundle: Bundle, out: Path) -> Path:
     corpus = data_root() / "corpus" / "sample.jsonl"
     console.rule("batch extraction: `kgpipe extract` on a local dask cluster")
     extraction = out / "extract"  # a rerun finds its partitions done
-    summary = run([corpus], extraction, bundle=bundle.path, workers=2, partition_size=3)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("extracting (dask LocalCluster, 2 workers)", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = run([corpus], extraction, bundle=bundle.path, workers=2, partition_size=3, progress=advance)
     facts = ds.dataset(extraction / "facts", format="parquet").to_table().to_pylist()
+    ents = ds.dataset(extraction / "entities", format="parquet").to_table()
+    _batch_report(report, extraction, summary, facts, ents, bundle)
     table = Table(title=f"facts between entities of a sentence ({summary.facts} in all; a few shown)")
     for column in ("document", "head", "relation", "tail", "source", "score"):
         table.add_column(column)
@@ -78,7 +159,7 @@ def show_batch(console: Console, bundle: Bundle, out: Path) -> Path:
     return extraction
 
 
-def show_search(console: Console, bundle: Bundle, extraction: Path, store: Path) -> None:
+def show_search(console: Console, bundle: Bundle, extraction: Path, store: Path, report: Report) -> None:
     """`kgpipe index` over the extraction (a rerun adds nothing), then a text, an entity and a
     filtered search."""
     from pipeline.search import Searcher, index_extraction
@@ -109,9 +190,27 @@ def show_search(console: Console, bundle: Bundle, extraction: Path, store: Path)
     console.print(table)
     near = ", ".join(f"{h.metadata.get('label')} ({h.score:.2f})" for h in about["neighbours"])
     console.print(f"entities nearest Paris in TransE space: {near}")
+    rows = [
+        [
+            query if i == 0 else "",
+            h.score,
+            h.metadata.get("title", h.id),
+            ", ".join(h.metadata.get("entities", [])[:4]),
+        ]
+        for query, hits in shown
+        for i, h in enumerate(hits)
+    ]
+    report.table(
+        "example searches",
+        ["query", "score", "document", "mentions"],
+        rows,
+        f"store {store}: {summary.total_documents} documents, {summary.entities:,} entities; entities nearest Paris: {near}",
+    )
 
 
-def show_linking(console: Console, kg: KnowledgeGraph, bundle: Bundle, limit: int = 3) -> None:
+def show_linking(
+    console: Console, kg: KnowledgeGraph, bundle: Bundle, limit: int = 3, report: Report | None = None
+) -> None:
     """Link the bundled sample documents and print them with their entities marked."""
     if not any(kg.labels):
         console.print(
@@ -133,9 +232,74 @@ def show_linking(console: Console, kg: KnowledgeGraph, bundle: Bundle, limit: in
         parts.append(escape(text[pos:]))
         console.rule(f"linked: {doc.get('title', doc.get('id'))}")
         console.print("".join(parts))
+        if report is not None:
+            report.add(f"linked: {doc.get('title', doc.get('id'))}", _marked(text, linked, kg))
 
 
-def bundle_transe(console: Console, bundle: Bundle) -> EntityVectors:
+def _marked(text: str, linked: list, kg: KnowledgeGraph) -> str:
+    import html
+
+    out, pos = [], 0
+    for x in linked:
+        name = html.escape(f"{kg.labels[x.entity]} ({x.qid}, {x.score:.2f})")
+        out += [
+            html.escape(text[pos : x.start]),
+            f'<mark title="{name}">{html.escape(x.text)}</mark><sub>{name}</sub>',
+        ]
+        pos = x.end
+    out.append(html.escape(text[pos:]))
+    return "<p>" + "".join(out) + "</p>"
+
+
+def _batch_report(
+    report: Report, extraction: Path, summary: Any, facts: list, ents: Any, bundle: Bundle
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kg = bundle.kg
+    report.text(
+        "batch extraction",
+        f"{summary.documents} documents, {summary.entities} entities, {summary.facts} facts, {summary.errors} bad lines "
+        f"in {summary.seconds:.1f} s on {summary.workers} dask workers ({summary.docs_per_second:.1f} documents/s, "
+        f"most of it starting the workers) -> {extraction}",
+    )
+    rows = []
+    for f in facts[:10]:
+        head, tail = (kg.labels[kg.entity_id(q)] or q for q in (f["head"], f["tail"]))
+        rows.append(
+            [
+                f["doc_id"],
+                head,
+                f["relation"].rsplit("/", 1)[-1].replace("_", " "),
+                tail,
+                f["source"],
+                f["score"],
+            ]
+        )
+    report.table(
+        "facts between entities of a sentence",
+        ["document", "head", "relation", "tail", "source", "score"],
+        rows,
+    )
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    a.hist(ents.column("score").to_numpy(), bins=20, range=(0, 1), color="#4a7ab5")
+    a.set(xlabel="linker confidence", ylabel="mentions", title="linking confidence")
+    markers = sorted((extraction / "_done").glob("*.json"))
+    rates = []
+    for m in markers:
+        d = json.loads(m.read_text(encoding="utf-8"))
+        rates.append(d["documents"] / max(d["seconds"], 1e-9))
+    b.bar(range(len(rates)), rates, color="#6a9f58")
+    b.set(xlabel="partition", ylabel="documents/s", title="extraction throughput per partition")
+    report.figure(
+        "linking confidence and throughput", fig, "per-stage costs at scale: benchmarks/RESULTS.md (batch)"
+    )
+
+
+def bundle_transe(console: Console, bundle: Bundle, report: Report) -> EntityVectors:
     """The bundle's TransE checkpoint, with its test MRR."""
     path = bundle.parts["transe"].path
     metrics = path / "metrics.json"
@@ -144,6 +308,13 @@ def bundle_transe(console: Console, bundle: Bundle) -> EntityVectors:
         f"TransE: bundle checkpoint {path} (dim {bundle.transe.model.config.dim})"
         + (f", test MRR {test['mrr']:.3f}" if test else "")
     )
+    if (path / "curve.png").exists():
+        report.image(
+            "TransE training curve",
+            (path / "curve.png").read_bytes(),
+            f"bundle checkpoint {path.name}, dim {bundle.transe.model.config.dim}"
+            + (f", test MRR {test['mrr']:.3f}, Hits@10 {test.get('hits@10', 0):.3f}" if test else ""),
+        )
     return bundle.transe
 
 
@@ -175,7 +346,9 @@ def showcase(kg: KnowledgeGraph) -> list[str]:
     return known or [kg.entities[i] for i in np.argsort(-kg.degrees())[:3]]
 
 
-def show_summary(console: Console, kg: KnowledgeGraph, degrees: np.ndarray) -> None:
+def show_summary(
+    console: Console, kg: KnowledgeGraph, degrees: np.ndarray, report: Report | None = None
+) -> None:
     info = kg.summary()
     table = Table(title=f"Knowledge graph: {kg.name}")
     table.add_column("what")
@@ -186,6 +359,14 @@ def show_summary(console: Console, kg: KnowledgeGraph, degrees: np.ndarray) -> N
     for split, n in info["triples"].items():  # type: ignore[attr-defined]
         table.add_row(f"triples ({split})", f"{n:,}")
     console.print(table)
+    if report is not None:
+        rows = [
+            ["entities", kg.num_entities],
+            ["with Wikidata QID", info["with_qid"]],
+            ["relations", kg.num_relations],
+        ]
+        rows += [[f"triples ({split})", n] for split, n in info["triples"].items()]  # type: ignore[attr-defined]
+        report.table(f"knowledge graph: {kg.name}", ["what", "count"], rows)
     hubs = Table(title="Best-connected entities (train degree)")
     hubs.add_column("entity")
     hubs.add_column("degree", justify="right")

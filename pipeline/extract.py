@@ -46,6 +46,7 @@ class Entity:
     score: float
     label: str
     kg_type: str
+    name: str = ""  # the entity's name in the KG
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,9 @@ def extract(bundle: Bundle, docs: Sequence[Document], mention_vectors: bool = Fa
     out = []
     for doc, found, vector in zip(docs, linked, vectors, strict=True):
         entities = [
-            Entity(x.start, x.end, x.text, x.qid, x.score, x.label, types[x.entity]) for x in found if x.qid
+            Entity(x.start, x.end, x.text, x.qid, x.score, x.label, types[x.entity], kg.labels[x.entity])
+            for x in found
+            if x.qid
         ]
         rows = [x.entity for x in found if x.qid]
         facts = _facts(facts_model, kg, doc.text, entities, rows)

@@ -57,6 +57,13 @@ def encoder_finetune(
             help="ernie: the entity stream also holds each entity's KG description, embedded by the default text model",
         ),
     ] = False,
+    freeze_text_model: Annotated[
+        bool,
+        typer.Option(
+            "--freeze-text-model",
+            help="train the fusion and head only; the text model's weights are not saved but taken from the installed model (a small folder)",
+        ),
+    ] = False,
     device: DeviceOpt = "auto",
     pretrained: Annotated[
         Path | None,
@@ -110,6 +117,7 @@ def encoder_finetune(
             "labels": labels,
             "max_length": max_length,
             "descriptions": descriptions,
+            "text_model_frozen": freeze_text_model,
             "kg": str(kg_path or ""),
             "transe": str(transe or ""),
         },

@@ -1,0 +1,81 @@
+"""`kgpipe serve`: the REST API on uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.commands.common import app, console
+
+
+@app.command("serve")
+def serve_command(
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle", help="bundle folder to serve (default: KGPIPE_BUNDLE, else the shipped one)"
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="port to listen on")] = 8000,
+    workers: Annotated[
+        int, typer.Option("--workers", help="server processes (each loads the models once)")
+    ] = 1,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="search this store instead of the bundle's: a folder, milvus:PATH.db or milvus://HOST:PORT",
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            "--max-batch", help="items one model call batches from concurrent requests (1: no batching)"
+        ),
+    ] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", help="how long a model call waits for more requests")
+    ] = 5.0,
+    max_text_chars: Annotated[
+        int, typer.Option("--max-text-chars", help="longest text accepted (413 above)")
+    ] = 100_000,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", help="largest request body (413 above)")
+    ] = 2_000_000,
+) -> None:
+    """Serve linking, classification, extraction and search over HTTP (OpenAPI at /docs, a page to try it at /).
+
+    Example: kgpipe serve --bundle demo_output/bundle --port 8000
+    """
+    import os
+
+    import uvicorn
+
+    from kg.manifest import read_manifest
+    from pipeline.api import Limits
+
+    for name, value in (("--port", port), ("--workers", workers), ("--max-batch", max_batch)):
+        if value < 1 or (name == "--port" and value > 65535):
+            raise typer.BadParameter(f"{value} is out of range", param_hint=f"'{name}'")
+    if bundle is not None:
+        read_manifest(bundle, verify=False)  # not a bundle: one line now, not a failed /ready later
+    limits = Limits(
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_text_chars=max_text_chars,
+        max_body_bytes=max_body_bytes,
+    )
+    os.environ["KGPIPE_API_LIMITS"] = limits.model_dump_json()
+    if bundle is not None:
+        os.environ["KGPIPE_BUNDLE"] = str(bundle)
+    if store is not None:
+        os.environ["KGPIPE_STORE"] = store
+    console.print(
+        f"kgpipe API on http://{host}:{port} (docs at /docs); models load in the background: GET /ready"
+    )
+    uvicorn.run(
+        "pipeline.api:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning"
+    )

@@ -1,0 +1,196 @@
+"""The REST API on a real uvicorn server (`kgpipe serve`) over a bundle with a store and the
+default classifier: every route, REL's format, batches, bad input, concurrent load, the page."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+TEXT = "Paris is the capital of France. Barack Obama visited the Eiffel Tower."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from pipeline.batch import run
+    from pipeline.bundle import build, load
+    from pipeline.search import index_extraction
+    from tests.pipeline.test_batch import corpus_lines
+
+    root = tmp_path_factory.mktemp("api")
+    (root / "in.jsonl").write_text("\n".join(corpus_lines(30)) + "\n")
+    run([root / "in.jsonl"], root / "x", workers=1, partition_size=30)
+    index_extraction(root / "x", root / "store", load(eager=False))
+    build(root / "bundle", store=root / "store")
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    log = (root / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "kgpipe"), "serve", "--bundle", str(root / "bundle"), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (root / "serve.log").read_text()
+            time.sleep(1)
+        else:
+            pytest.fail("the server did not become ready in 180 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+        assert "Traceback" not in (root / "serve.log").read_text()
+
+
+@pytest.mark.slow
+def test_every_route_answers_with_its_documented_shape(server: str) -> None:
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    info = httpx.get(f"{server}/info").json()
+    assert info["bundle"]["parts"]["store"] and info["classifiers"]
+    linked = httpx.post(f"{server}/link", json={"text": TEXT}).json()["entities"]
+    qids = [e["qid"] for e in linked]
+    assert {"Q90", "Q142", "Q76"} <= set(qids)
+    paris = next(e for e in linked if e["qid"] == "Q90")
+    assert TEXT[paris["start"] : paris["end"]] == "Paris" and paris["name"] == "Paris" and 0 < paris["score"] <= 1
+    # only the given spans are disambiguated
+    only = httpx.post(f"{server}/link", json={"text": TEXT, "spans": [[0, 5]]}).json()["entities"]
+    assert [(e["start"], e["end"], e["qid"]) for e in only] == [(0, 5, "Q90")]
+    # REL's format: spans as [start, length], answers as tuples
+    rel = httpx.post(f"{server}/link", params={"format": "rel"}, json={"text": TEXT, "spans": [[0, 5]]}).json()
+    assert rel == [[0, 5, "Paris", "Paris", rel[0][4], 1.0, rel[0][6]]]
+    cls = httpx.post(f"{server}/classify", json={"text": TEXT}).json()
+    assert cls["label"] in cls["scores"] and abs(sum(cls["scores"].values()) - 1) < 1e-3
+    assert cls["label"] == max(cls["scores"], key=cls["scores"].get)
+    assert {e["qid"] for e in cls["entities"]} >= {"Q90"}
+    person = httpx.post(f"{server}/classify", json={"text": "Barack Obama is an American politician who served as the 44th president of the United States."}).json()
+    assert person["label"] == "person"
+    ex = httpx.post(f"{server}/extract", json={"text": TEXT, "vector": True}).json()
+    assert any(f["head"] == "Q142" and f["tail"] == "Q90" and f["source"] == "kg" for f in ex["facts"])
+    assert len(ex["vector"]) == 384
+    hits = httpx.post(f"{server}/search", json={"query": "ancient history", "k": 5}).json()["hits"]
+    assert len(hits) == 5 and [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    some = next(h for h in hits if h["entities"])
+    only_q = httpx.post(
+        f"{server}/search", json={"query": "history", "k": 5, "filter": {"entities": [some["entities"][0]]}}
+    ).json()["hits"]
+    assert only_q and all(some["entities"][0] in h["entities"] for h in only_q)
+    about = httpx.post(f"{server}/search", json={"entity": "Q90", "k": 3}).json()
+    assert about["hits"] and about["neighbours"]
+    many = httpx.post(f"{server}/search", json={"queries": ["art", "war"], "k": 2}).json()["results"]
+    assert [len(r["hits"]) for r in many] == [2, 2]
+
+
+@pytest.mark.slow
+def test_batches_keep_client_ids_and_fail_item_by_item(server: str) -> None:
+    out = httpx.post(
+        f"{server}/link", json={"items": [{"id": "a", "text": TEXT}, {"id": 7, "text": "No entity here at all."}]}
+    ).json()["results"]
+    assert [r["id"] for r in out] == ["a", 7] and out[0]["entities"]
+    texts = httpx.post(f"{server}/classify", json={"texts": [TEXT, "The Beatles were an English rock band."]}).json()
+    assert [r["id"] for r in texts["results"]] == [0, 1] and all(r["label"] for r in texts["results"])
+    mixed = httpx.post(f"{server}/search", json={"queries": ["art"], "k": 2, "filter": {"where": {"nocolumn": "x"}}})
+    assert mixed.status_code == 200 and "no column 'nocolumn'" in mixed.json()["results"][0]["error"]
+
+
+@pytest.mark.slow
+def test_bad_input_gets_a_clear_4xx_and_never_a_trace(server: str) -> None:
+    cases = [
+        ("/link", {"json": {"text": ""}}, 422, "at least 1 character"),
+        ("/link", {"json": {"text": 5}}, 422, "valid string"),
+        ("/link", {"content": b"x" * 10_000_000, "headers": {"content-type": "application/json"}}, 413, "body over"),
+        ("/link", {"content": b'{"text": "\xff\xfe"}', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        ("/link", {"content": b'{"text": ', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        ("/link", {"json": {"text": "Paris", "spans": [[3, 99]]}}, 422, "not inside"),
+        ("/link", {"json": {"text": "x", "texts": ["y"]}}, 422, "exactly one of"),
+        ("/search", {"json": {"entity": "Q0000000"}}, 422, "not in this store's KG"),
+        ("/search", {"json": {"query": "x", "k": 10**9}}, 422, "at most 1000"),
+        ("/search", {"json": {"query": "x", "k": 0}}, 422, "greater than or equal to 1"),
+        ("/classify", {"json": {"text": "x", "classifier": "nope"}}, 422, "not in the bundle"),
+        ("/classify", {"json": {"texts": ["a"] * 1_000_000}}, 413, ""),
+        ("/extract", {"json": {"text": "a" * 100_001}}, 413, "at most 100,000"),
+    ]
+    for route, kwargs, status, says in cases:
+        r = httpx.post(f"{server}{route}", timeout=60, **kwargs)  # type: ignore[arg-type]
+        assert r.status_code == status, (route, r.status_code, r.text[:300])
+        body = r.json()
+        assert says in body["error"] and "Traceback" not in r.text, (route, body)
+
+
+@pytest.mark.slow
+def test_640_mixed_requests_from_32_clients_get_no_server_error(server: str) -> None:
+    routes = [
+        ("/link", {"text": TEXT}),
+        ("/classify", {"text": TEXT}),
+        ("/search", {"query": "ancient history", "k": 5}),
+    ]
+
+    def call(i: int) -> int:
+        route, body = routes[i % 3]
+        with httpx.Client(timeout=120) as c:
+            return c.post(f"{server}{route}", json=body).status_code
+
+    with ThreadPoolExecutor(32) as pool:
+        codes = Counter(pool.map(call, range(640)))
+    assert not [c for c in codes if c >= 500], codes
+    assert codes[200] >= 600, codes
+
+
+@pytest.mark.slow
+def test_the_page_shows_linked_entities_the_label_and_search_hits_in_chromium(server: str) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (`make test` installs it with apt-get where it can)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.fill("#text", TEXT)
+        page.click("#go")
+        page.wait_for_selector("#entities mark", timeout=60_000)
+        marks = page.eval_on_selector_all("#entities mark", "els => els.map(e => e.dataset.qid)")
+        assert {"Q90", "Q142"} <= set(marks)
+        assert "Paris" in page.inner_text("#entities")
+        page.wait_for_selector("#label-value", timeout=60_000)
+        assert page.inner_text("#label-value").strip()
+        page.fill("#query", "ancient history")
+        page.click("#search")
+        page.wait_for_selector("#hits table tr:nth-child(2)", timeout=60_000)
+        assert len(page.query_selector_all("#hits table tr")) == 6
+        browser.close()
+
+
+def test_openapi_lists_every_route_with_its_models() -> None:
+    from pipeline.api import create_app
+
+    spec = create_app().openapi()
+    assert {"/link", "/classify", "/extract", "/search", "/health", "/ready", "/info"} <= set(spec["paths"])
+    assert json.dumps(spec)  # serialisable as served at /openapi.json
