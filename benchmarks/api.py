@@ -82,7 +82,9 @@ def build_bundle(tmp: Path, docs: int) -> Path:
 
     lines = CORPUS.read_text(encoding="utf-8").splitlines()[:docs]
     (tmp / "in.jsonl").write_text("\n".join(lines) + "\n")
-    subprocess.run([str(BIN / "kgpipe"), "extract", str(tmp / "in.jsonl"), "--out", str(tmp / "x")], check=True, env=ENV)
+    subprocess.run(
+        [str(BIN / "kgpipe"), "extract", str(tmp / "in.jsonl"), "--out", str(tmp / "x")], check=True, env=ENV
+    )
     index_extraction(tmp / "x", tmp / "store", load(eager=False))
     build(tmp / "bundle", store=tmp / "store")
     return tmp / "bundle"
@@ -123,7 +125,12 @@ async def load_run(url: str, bodies: list[tuple[str, dict]], concurrency: int) -
         "requests_per_s": round(len(bodies) / secs, 1),
         "status": {str(k): v for k, v in sorted(codes.items())},
         "server_errors": sum(v for k, v in codes.items() if k >= 500),
-        "latency_ms": {**per_route, "all": {q: round(float(np.percentile(every, int(q[1:]))) * 1000, 1) for q in ("p50", "p95", "p99")}},
+        "latency_ms": {
+            **per_route,
+            "all": {
+                q: round(float(np.percentile(every, int(q[1:]))) * 1000, 1) for q in ("p50", "p95", "p99")
+            },
+        },
     }
 
 
@@ -157,7 +164,9 @@ def main() -> None:
                 t = time.perf_counter()
                 assert c.post("/link", json={"text": doc}).status_code == 200
                 one.append(time.perf_counter() - t)
-        res["link_1000_chars_one_client_ms"] = {q: round(float(np.percentile(one, int(q[1:]))) * 1000, 1) for q in ("p50", "p95")}
+        res["link_1000_chars_one_client_ms"] = {
+            q: round(float(np.percentile(one, int(q[1:]))) * 1000, 1) for q in ("p50", "p95")
+        }
         print("link, 1,000 chars, one client:", res["link_1000_chars_one_client_ms"])
         # 1. mixed load
         bodies = []
@@ -168,7 +177,11 @@ def main() -> None:
         before = rss_mb(server.proc.pid)
         res["mixed"] = asyncio.run(load_run(server.url, bodies, args.concurrency))
         after = rss_mb(server.proc.pid)
-        res["mixed"]["rss_mb"] = {"before": round(before), "after": round(after), "growth": round(after / before - 1, 4)}
+        res["mixed"]["rss_mb"] = {
+            "before": round(before),
+            "after": round(after),
+            "growth": round(after / before - 1, 4),
+        }
         print("mixed:", json.dumps(res["mixed"]))
         # 4. schemathesis
         res["schemathesis"] = schemathesis(server.url)
@@ -192,13 +205,17 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     m = res["mixed"]
-    print(f"\n{m['requests']:,} mixed requests, {m['concurrency']} concurrent: {m['requests_per_s']} req/s, "
-          f"{m['server_errors']} 5xx, status {m['status']}, RSS {m['rss_mb']}")
+    print(
+        f"\n{m['requests']:,} mixed requests, {m['concurrency']} concurrent: {m['requests_per_s']} req/s, "
+        f"{m['server_errors']} 5xx, status {m['status']}, RSS {m['rss_mb']}"
+    )
     print(f"{'route':12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for route, q in m["latency_ms"].items():
         print(f"{route:12}{q['p50']:>9}{q['p95']:>9}{q['p99']:>9}")
     b = res["classify_batching"]
-    print(f"/classify, 32 clients: {b['max_batch_32']['requests_per_s']} req/s batched vs {b['max_batch_1']['requests_per_s']} one at a time ({res['batching_speedup']}x)")
+    print(
+        f"/classify, 32 clients: {b['max_batch_32']['requests_per_s']} req/s batched vs {b['max_batch_1']['requests_per_s']} one at a time ({res['batching_speedup']}x)"
+    )
 
 
 def schemathesis(url: str) -> dict:
@@ -207,8 +224,21 @@ def schemathesis(url: str) -> dict:
         return {"ran": False, "why": "schemathesis is not installed (pip install schemathesis)"}
     t = time.time()
     p = subprocess.run(
-        [str(exe), "run", f"{url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "30", "--workers", "2"],
-        capture_output=True, text=True, env=ENV, timeout=1200,
+        [
+            str(exe),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "30",
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=1200,
     )
     tail = p.stdout[-1500:]
     return {"ran": True, "exit": p.returncode, "seconds": round(time.time() - t), "summary": tail}

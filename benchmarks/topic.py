@@ -31,7 +31,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "corpus" / "wiki_vital_summaries.jsonl"
-NAMES = {"PER": "person", "LOC": "place", "ORG": "organisation", "WORK": "creative work", "LANG": "language", "": "other"}
+NAMES = {
+    "PER": "person",
+    "LOC": "place",
+    "ORG": "organisation",
+    "WORK": "creative work",
+    "LANG": "language",
+    "": "other",
+}
 
 
 def split_of(doc_id: str) -> str:
@@ -68,7 +75,9 @@ def build(out: Path) -> dict:
 
 def kgpipe(*args: str) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    p = subprocess.run([str(Path(sys.executable).parent / "kgpipe"), *args], env=env, capture_output=True, text=True)
+    p = subprocess.run(
+        [str(Path(sys.executable).parent / "kgpipe"), *args], env=env, capture_output=True, text=True
+    )
     if p.returncode:
         sys.exit(f"kgpipe {' '.join(args)} failed:\n{p.stderr[-2000:]}")
     return p.stdout
@@ -76,10 +85,13 @@ def kgpipe(*args: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--head-lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="keep the data and models here")
-    ap.add_argument("--install", action="store_true", help="put the better model on dev in the default bundle")
+    ap.add_argument(
+        "--install", action="store_true", help="put the better model on dev in the default bundle"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "topic.json")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="kgpipe-topic-"))
@@ -90,16 +102,44 @@ def main() -> None:
         t = time.perf_counter()
         folder = work / f"topic-{knowledge}"
         kgpipe(
-            "encoder", "finetune", "sequence", "--train", str(work / "data" / "train.jsonl"),
-            "--dev", str(work / "data" / "dev.jsonl"), "--knowledge", knowledge, "--out", str(folder),
-            "--link", "--freeze-text-model", "--epochs", str(args.epochs), "--seed", str(args.seed),
-            "--lr", "1e-4", "--force",
+            "encoder",
+            "finetune",
+            "sequence",
+            "--train",
+            str(work / "data" / "train.jsonl"),
+            "--dev",
+            str(work / "data" / "dev.jsonl"),
+            "--knowledge",
+            knowledge,
+            "--out",
+            str(folder),
+            "--link",
+            "--freeze-text-model",
+            "--epochs",
+            str(args.epochs),
+            "--seed",
+            str(args.seed),
+            "--head-lr",
+            str(args.head_lr),
+            "--max-length",
+            "96",
+            "--batch-size",
+            "16",
+            "--force",
         )
         train_s = time.perf_counter() - t
         scores = {}
         for split in ("test", "dev"):
             scores[split] = json.loads(
-                kgpipe("encoder", "eval", str(folder), "--data", str(work / "data" / f"{split}.jsonl"), "--link", "--json")
+                kgpipe(
+                    "encoder",
+                    "eval",
+                    str(folder),
+                    "--data",
+                    str(work / "data" / f"{split}.jsonl"),
+                    "--link",
+                    "--json",
+                )
             )
         res["models"][knowledge] = {"train_s": round(train_s), **scores}
         print(knowledge, json.dumps(res["models"][knowledge]))
@@ -109,7 +149,9 @@ def main() -> None:
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"\n{'model':8}{'test macro-F1':>15}{'test micro-F1':>15}{'dev macro-F1':>14}{'train s':>9}")
     for k, m in res["models"].items():
-        print(f"{k:8}{m['test']['macro_f1']:>15.4f}{m['test']['micro_f1']:>15.4f}{m['dev']['macro_f1']:>14.4f}{m['train_s']:>9}")
+        print(
+            f"{k:8}{m['test']['macro_f1']:>15.4f}{m['test']['micro_f1']:>15.4f}{m['dev']['macro_f1']:>14.4f}{m['train_s']:>9}"
+        )
     if args.install:
         install(work / f"topic-{best}")
     if args.work is None:
@@ -127,7 +169,9 @@ def install(folder: Path) -> None:
     rel = {name: str(p.path.relative_to(ROOT / "data")) for name, p in parts.items()}
     rel["classifiers/topic"] = "classifiers/topic"
     sources = {name: p.source for name, p in parts.items()}
-    sources["classifiers/topic"] = "python benchmarks/topic.py --install (Wikipedia leads, titles typed by FB15k-237)"
+    sources["classifiers/topic"] = (
+        "python benchmarks/topic.py --install (Wikipedia leads, titles typed by FB15k-237)"
+    )
     extra = {k: manifest[k] for k in ("text_model", "spacy_model") if k in manifest}
     write_manifest(ROOT / "data", rel, sources, extra)
     print(f"installed {folder} as {target}")

@@ -46,6 +46,9 @@ def encoder_finetune(
     epochs: Annotated[int, typer.Option("--epochs", help="most epochs (early stopping on dev)")] = 3,
     batch_size: Annotated[int, typer.Option("--batch-size", help="examples per step")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="learning rate of the pretrained encoder")] = 5e-5,
+    head_lr: Annotated[
+        float, typer.Option("--head-lr", help="learning rate of the new weights: head, fusion, projections")
+    ] = 1e-3,
     max_length: Annotated[int, typer.Option("--max-length", help="word pieces per text at most")] = 128,
     link: Annotated[
         bool, typer.Option("--link", help="link examples that name no entities with `kgpipe link`'s linker")
@@ -96,7 +99,13 @@ def encoder_finetune(
         raise typer.BadParameter(
             "--pretrained fusions are trained on TransE vectors alone; leave out --descriptions"
         )
-    positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--max-length", max_length))
+    positive(
+        ("--epochs", epochs),
+        ("--batch-size", batch_size),
+        ("--lr", lr),
+        ("--head-lr", head_lr),
+        ("--max-length", max_length),
+    )
     check_output(out, FORMAT, (train, dev, kg_path, transe, model, pretrained), force)
     resolve_device(device)  # a typo or a missing GPU fails before the model loads
     kg_path, transe = from_bundle(bundle, kg_path, transe)
@@ -130,7 +139,9 @@ def encoder_finetune(
         net,
         train_ex,
         dev_ex,
-        FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device),
+        FinetuneConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, seed=seed, device=device
+        ),
     )
     result = {**summary(history), "best_dev": evaluate(net, dev_ex)}
     net.save(out, metrics=result)

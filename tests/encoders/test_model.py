@@ -344,3 +344,32 @@ def test_descriptions_widen_the_entity_stream_and_round_trip(
     model.save(tmp_path / "m")
     again = KnowledgeEncoder.load(tmp_path / "m")
     assert again.cfg.descriptions and torch.equal(predict(again, dev), predict(model.eval(), dev))
+
+
+def test_a_frozen_text_model_is_not_trained_nor_saved_but_taken_from_the_installed_one(
+    relation_data: tuple[list[Example], list[Example]], knowledge: dict[str, KnowledgeSource], tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+
+    train, dev = relation_data
+    labels = sorted({ex.labels[0] for ex in train})
+    torch.manual_seed(0)
+    model = KnowledgeEncoder.create(
+        EncoderConfig("relation", "ernie", labels, text_model_frozen=True), knowledge["ernie"]
+    )
+    before = {k: v.clone() for k, v in model.base.state_dict().items()}
+    finetune(model, train, dev, FinetuneConfig(epochs=1, patience=1, progress=False))
+    assert all(torch.equal(v, before[k]) for k, v in model.base.state_dict().items())
+    model.save(tmp_path / "m")
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
+        saved = list(f.keys())
+    assert saved and not any(k.startswith("base.") for k in saved)
+    # fusion, head and the frozen TransE table (14,541 x 256): well under the text model's 90 MB
+    assert (tmp_path / "m" / "model.safetensors").stat().st_size < 30_000_000
+    again = KnowledgeEncoder.load(tmp_path / "m")
+    assert torch.allclose(predict_logits(again, dev), predict_logits(model.eval(), dev), atol=1e-5)
+    # another text model's weights are refused, naming the fix
+    cfg = (tmp_path / "m" / "config.json").read_text().replace(model.cfg.text_model_digest, "0" * 16)
+    (tmp_path / "m" / "config.json").write_text(cfg)
+    with pytest.raises(KGFormatError, match="KGPIPE_TEXT_MODEL"):
+        KnowledgeEncoder.load(tmp_path / "m")

@@ -79,18 +79,29 @@ def test_every_route_answers_with_its_documented_shape(server: str) -> None:
     qids = [e["qid"] for e in linked]
     assert {"Q90", "Q142", "Q76"} <= set(qids)
     paris = next(e for e in linked if e["qid"] == "Q90")
-    assert TEXT[paris["start"] : paris["end"]] == "Paris" and paris["name"] == "Paris" and 0 < paris["score"] <= 1
+    assert (
+        TEXT[paris["start"] : paris["end"]] == "Paris"
+        and paris["name"] == "Paris"
+        and 0 < paris["score"] <= 1
+    )
     # only the given spans are disambiguated
     only = httpx.post(f"{server}/link", json={"text": TEXT, "spans": [[0, 5]]}).json()["entities"]
     assert [(e["start"], e["end"], e["qid"]) for e in only] == [(0, 5, "Q90")]
     # REL's format: spans as [start, length], answers as tuples
-    rel = httpx.post(f"{server}/link", params={"format": "rel"}, json={"text": TEXT, "spans": [[0, 5]]}).json()
+    rel = httpx.post(
+        f"{server}/link", params={"format": "rel"}, json={"text": TEXT, "spans": [[0, 5]]}
+    ).json()
     assert rel == [[0, 5, "Paris", "Paris", rel[0][4], 1.0, rel[0][6]]]
     cls = httpx.post(f"{server}/classify", json={"text": TEXT}).json()
     assert cls["label"] in cls["scores"] and abs(sum(cls["scores"].values()) - 1) < 1e-3
     assert cls["label"] == max(cls["scores"], key=cls["scores"].get)
     assert {e["qid"] for e in cls["entities"]} >= {"Q90"}
-    person = httpx.post(f"{server}/classify", json={"text": "Barack Obama is an American politician who served as the 44th president of the United States."}).json()
+    person = httpx.post(
+        f"{server}/classify",
+        json={
+            "text": "Barack Obama is an American politician who served as the 44th president of the United States."
+        },
+    ).json()
     assert person["label"] == "person"
     ex = httpx.post(f"{server}/extract", json={"text": TEXT, "vector": True}).json()
     assert any(f["head"] == "Q142" and f["tail"] == "Q90" and f["source"] == "kg" for f in ex["facts"])
@@ -111,12 +122,17 @@ def test_every_route_answers_with_its_documented_shape(server: str) -> None:
 @pytest.mark.slow
 def test_batches_keep_client_ids_and_fail_item_by_item(server: str) -> None:
     out = httpx.post(
-        f"{server}/link", json={"items": [{"id": "a", "text": TEXT}, {"id": 7, "text": "No entity here at all."}]}
+        f"{server}/link",
+        json={"items": [{"id": "a", "text": TEXT}, {"id": 7, "text": "No entity here at all."}]},
     ).json()["results"]
     assert [r["id"] for r in out] == ["a", 7] and out[0]["entities"]
-    texts = httpx.post(f"{server}/classify", json={"texts": [TEXT, "The Beatles were an English rock band."]}).json()
+    texts = httpx.post(
+        f"{server}/classify", json={"texts": [TEXT, "The Beatles were an English rock band."]}
+    ).json()
     assert [r["id"] for r in texts["results"]] == [0, 1] and all(r["label"] for r in texts["results"])
-    mixed = httpx.post(f"{server}/search", json={"queries": ["art"], "k": 2, "filter": {"where": {"nocolumn": "x"}}})
+    mixed = httpx.post(
+        f"{server}/search", json={"queries": ["art"], "k": 2, "filter": {"where": {"nocolumn": "x"}}}
+    )
     assert mixed.status_code == 200 and "no column 'nocolumn'" in mixed.json()["results"][0]["error"]
 
 
@@ -125,9 +141,24 @@ def test_bad_input_gets_a_clear_4xx_and_never_a_trace(server: str) -> None:
     cases = [
         ("/link", {"json": {"text": ""}}, 422, "at least 1 character"),
         ("/link", {"json": {"text": 5}}, 422, "valid string"),
-        ("/link", {"content": b"x" * 10_000_000, "headers": {"content-type": "application/json"}}, 413, "body over"),
-        ("/link", {"content": b'{"text": "\xff\xfe"}', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
-        ("/link", {"content": b'{"text": ', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        (
+            "/link",
+            {"content": b"x" * 10_000_000, "headers": {"content-type": "application/json"}},
+            413,
+            "body over",
+        ),
+        (
+            "/link",
+            {"content": b'{"text": "\xff\xfe"}', "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
+        (
+            "/link",
+            {"content": b'{"text": ', "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
         ("/link", {"json": {"text": "Paris", "spans": [[3, 99]]}}, 422, "not inside"),
         ("/link", {"json": {"text": "x", "texts": ["y"]}}, 422, "exactly one of"),
         ("/search", {"json": {"entity": "Q0000000"}}, 422, "not in this store's KG"),
@@ -186,6 +217,25 @@ def test_the_page_shows_linked_entities_the_label_and_search_hits_in_chromium(se
         page.wait_for_selector("#hits table tr:nth-child(2)", timeout=60_000)
         assert len(page.query_selector_all("#hits table tr")) == 6
         browser.close()
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(server: str) -> None:
+    p = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            f"{server}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "15",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stdout[-3000:]
 
 
 def test_openapi_lists_every_route_with_its_models() -> None:
