@@ -342,9 +342,14 @@ def create_app(
                         "give [start, end) character offsets"
                     )
 
-    async def run(kind: str, payload: list[Any]) -> list[Any]:
+    async def run(kind: str, payload: list[Any], single: bool = False) -> list[Any]:
+        """Each item's result; for a single-item request, its error is raised (a 4xx for bad
+        input, a 500 for anything else)."""
         ready_bundle()
-        return await state.workers[kind].submit(payload)
+        results = await state.workers[kind].submit(payload)
+        if single and isinstance(results[0], Exception):
+            raise results[0]
+        return results
 
     @app.get("/health", tags=["status"])
     async def health() -> dict[str, Any]:
@@ -399,7 +404,7 @@ def create_app(
                 for it in items
             ]
         check_items(items)
-        results = await run("link", items)
+        results = await run("link", items, body.single)
         if format == "rel":
             b = ready_bundle()
             rel = [_rel(b, r) if not isinstance(r, Exception) else {"error": _message(r)} for r in results]
@@ -427,7 +432,7 @@ def create_app(
             raise _Invalid(
                 "the bundle has no classifier; build one with `kgpipe bundle build --classifier NAME=DIR`"
             )
-        results = await run("classify", [(name, it) for it in items])
+        results = await run("classify", [(name, it) for it in items], body.single)
         out = [
             ClassifyResult(id=it.id, error=_message(r))
             if isinstance(r, Exception)
@@ -441,7 +446,7 @@ def create_app(
         """One document's entities, the facts between them and, on request, its vector."""
         items = body.as_items()
         check_items(items)
-        results = await run("extract", items)
+        results = await run("extract", items, body.single)
         out = []
         for it, r in zip(items, results, strict=True):
             if isinstance(r, Exception):
@@ -473,9 +478,7 @@ def create_app(
             return Results(
                 results=[{"error": _message(r)} if isinstance(r, Exception) else r for r in results]
             )
-        (r,) = await run("search", [(body.query, body.entity, body.k, body.filter)])
-        if isinstance(r, Exception):
-            raise r
+        (r,) = await run("search", [(body.query, body.entity, body.k, body.filter)], single=True)
         return r
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -44,6 +44,7 @@ FORMAT = "kgpipe-store"
 FORMAT_VERSION = 1
 METRIC = "ip"  # inner product over unit vectors: cosine similarity
 IVF_FROM = 100_000  # from this many vectors a collection gets an IVF index with scalar quantization
+RECALL_TARGET = 0.97  # recall@10 an IVF index's nprobe is calibrated to reach on its own vectors
 RERANK = 4  # an IVF search fetches RERANK × k candidates and re-ranks them with the exact vectors
 EXACT_BELOW = 20_000  # a filter that lets fewer ids through is searched exactly over their vectors
 LIST_COLUMNS = ("entities", "types")  # metadata columns holding lists: filtered by membership
@@ -311,6 +312,30 @@ class FaissCollection:
         if len(iids):
             index.add_with_ids(self.vectors, iids)
         self.index, self.built_factory = index, factory
+        if faiss.try_extract_index_ivf(index) is not None and len(self) > 1000:
+            self.nprobe = self.calibrate()
+
+    def calibrate(self, target: float = RECALL_TARGET, queries: int = 200) -> int:
+        """The smallest nprobe (lists an IVF search visits) whose recall@10 against exact search
+        reaches `target`, measured with a sample of the collection's own vectors as queries
+        (each one's exact 10 nearest others as the truth)."""
+        import faiss
+
+        ivf = faiss.extract_index_ivf(self.index)
+        rng = np.random.default_rng(1)
+        pick = rng.choice(len(self), min(queries, len(self)), replace=False)
+        q = self.vectors[pick]
+        _, exact = faiss.knn(q, self.vectors, 11, faiss.METRIC_INNER_PRODUCT)
+        truth = [set(row[row != p][:10].tolist()) for row, p in zip(exact, pick, strict=True)]
+        nprobe = 4
+        while True:
+            self.nprobe = min(nprobe, ivf.nlist)
+            _, rows = self.search_rows(q, 11)
+            got = [set(row[row != p][:10].tolist()) for row, p in zip(rows, pick, strict=True)]
+            recall = float(np.mean([len(g & t) / max(len(t), 1) for g, t in zip(got, truth, strict=True)]))
+            if recall >= target or self.nprobe >= ivf.nlist:
+                return self.nprobe
+            nprobe *= 2
 
     def search(self, queries: np.ndarray, k: int, where: Filter | None = None) -> list[list[Hit]]:
         """The k items closest to each query (rows of float32[m, dim]), best first."""
