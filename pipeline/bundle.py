@@ -183,13 +183,15 @@ class Bundle:
 
 
 def fingerprint(parts: dict[str, Part]) -> str:
-    """16 hex digits over every model part's checksum (`Bundle.fingerprint`, without loading
-    anything). The store is left out: it is made from the models' output, not used to make it."""
+    """16 hex digits over the checksums of the parts extraction reads — the KG, TransE, the linker —
+    (`Bundle.fingerprint`, without loading anything). The store (made from extraction's output)
+    and the classifiers (extraction does not read them) are left out, so adding either to a
+    bundle does not make earlier extractions stale."""
     import hashlib
 
     h = hashlib.sha256()
     for name, part in sorted(parts.items()):
-        if name == "store":
+        if name == "store" or name.startswith("classifiers/"):
             continue
         h.update(f"{name}\t{part.sha256}\n".encode())
     return h.hexdigest()[:16]
