@@ -51,6 +51,9 @@ class Limits(BaseModel):
     max_queue: int = 512  # requests waiting per model before 429
 
 
+DRAIN_BYTES = 64 * 2**20  # a body over the limit is read and dropped up to this size before the 413
+
+
 class Busy(Exception):
     """The queue of a model worker is full."""
 
@@ -695,6 +698,7 @@ class BodyLimit:
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._drain(receive)
             await self._reject(send)
             return
         seen = 0
@@ -711,7 +715,21 @@ class BodyLimit:
         try:
             await self.app(scope, counted, send)
         except _BodyTooLarge:
+            await self._drain(receive)
             await self._reject(send)
+
+    @staticmethod
+    async def _drain(receive: Receive, most: int = DRAIN_BYTES) -> None:
+        """Read (and drop) the rest of the body, so the client, still sending, reads the 413 rather
+        than a reset connection; past `most` bytes the connection is closed anyway."""
+        seen = 0
+        while seen < most:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
