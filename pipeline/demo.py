@@ -106,7 +106,7 @@ def show_classifier(console: Console, bundle: Bundle, report: Report) -> None:
         table.add_column(column)
     rows = []
     for d, a in zip(docs, answers, strict=True):
-        read = ", ".join(e.name or e.qid for e in a.entities[:5])
+        read = ", ".join(list(dict.fromkeys(e.name or e.qid for e in a.entities))[:5])
         table.add_row(str(d.get("title", d["id"])), a.label, f"{a.scores[a.label]:.2f}", read)
         rows.append([d.get("title", d["id"]), a.label, a.scores[a.label], read])
     console.print(table)

@@ -58,8 +58,8 @@ def test_convert_writes_kgpipe_layout_that_info_reads(kg_dir: Path, tmp_path: Pa
     assert info["triples"]["train"] == 300
 
 
-def test_demo_prints_summary_of_bundled_kg() -> None:
-    p = run("demo")
+def test_demo_runs_every_part_and_leaves_a_report_and_a_servable_bundle(tmp_path: Path) -> None:
+    p = run("demo", "--out", str(tmp_path / "demo"))
     assert p.returncode == 0, p.stderr
     assert "fb15k-237" in p.stdout
     assert "272,115" in p.stdout
@@ -67,10 +67,22 @@ def test_demo_prints_summary_of_bundled_kg() -> None:
     assert "bundle checkpoint" in p.stdout
     assert "Nearest entities in TransE space" in p.stdout
     assert "batch extraction" in p.stdout and "6 documents" in p.stdout and "dask workers" in p.stdout
+    assert "classifier 'topic'" in p.stdout and "Albert Einstein" in p.stdout
+    assert "searches" in p.stdout and "entities nearest Paris" in p.stdout
+    report = (tmp_path / "demo" / "report.html").read_text()
+    for section in ("TransE training curve", "classifier scores", "example searches", "linking confidence"):
+        assert f"<h2>{section}</h2>" in report
+    assert "data:image/png;base64," in report and "http" not in report.split("<body>")[1].replace(
+        "http://127.0.0.1", ""
+    )
+    from kg.manifest import read_manifest
+
+    _, parts = read_manifest(tmp_path / "demo" / "bundle", verify=True)
+    assert {"kg", "transe", "linker", "store", "classifiers/topic"} <= set(parts)
 
 
-def test_demo_on_another_kg_trains_transe_itself(kg_dir: Path) -> None:
-    p = run("demo", "--kg", str(kg_dir / "fb15k-237"))
+def test_demo_on_another_kg_trains_transe_itself(kg_dir: Path, tmp_path: Path) -> None:
+    p = run("demo", "--kg", str(kg_dir / "fb15k-237"), "--out", str(tmp_path / "demo"))
     assert p.returncode == 0, p.stderr
     assert "training on fb15k-237" in p.stdout
     assert "Nearest entities in TransE space" in p.stdout
