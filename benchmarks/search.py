@@ -43,10 +43,12 @@ def rss_mb() -> float:
     return 0.0
 
 
-def clustered(n: int, seed: int) -> np.ndarray:
-    """Unit vectors around 2,000 centres (a corpus of topics), made in chunks."""
+def clustered(n: int, seed: int, topics: int = 0) -> np.ndarray:
+    """Unit vectors around 2,000 centres (a corpus of topics), made in chunks. The centres come
+    from `topics`, the points from `seed`: the same topics with another seed are new documents
+    (or queries) on the same subjects."""
+    centres = np.random.default_rng(10_000 + topics).normal(size=(2000, DIM)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(2000, DIM)).astype(np.float32)
     out = np.empty((n, DIM), np.float32)
     for lo in range(0, n, 100_000):
         m = min(100_000, n - lo)
@@ -85,7 +87,8 @@ def scale(n: int, tmp: Path) -> dict:
     from pipeline.store import Filter, auto_factory, create_store, open_store
 
     x = clustered(n, 0)
-    q = clustered(1000, 1)  # the same topics, other points
+    q = clustered(1000, 1)  # the same topics, other points: queries on the corpus's subjects
+    off_topic = clustered(200, 2, topics=1)  # queries about subjects the corpus does not hold
     ids = [f"v{i}" for i in range(n)]
     rng = np.random.default_rng(2)
     share = rng.random(n)
@@ -139,6 +142,10 @@ def scale(n: int, tmp: Path) -> dict:
     col.nprobe = calibrated
     got = col.search(q, K)
     res["recall@10"] = round(recall([[int(h.id[1:]) for h in r] for r in got], truth), 4)
+    off = col.search(off_topic, K)
+    res["recall@10_off_topic_queries"] = round(
+        recall([[int(h.id[1:]) for h in r] for r in off], exact(x, off_topic, K)), 4
+    )
     again = reopened.search(q[:100], K)
     res["reopened_identical"] = [[h.id for h in r] for r in again] == [[h.id for h in r] for r in got[:100]]
     # raw FAISS on the same index, the same candidates (k × RERANK, nprobe 64) without the store around it

@@ -327,7 +327,7 @@ class FaissCollection:
         q = self.vectors[pick]
         _, exact = faiss.knn(q, self.vectors, 11, faiss.METRIC_INNER_PRODUCT)
         truth = [set(row[row != p][:10].tolist()) for row, p in zip(exact, pick, strict=True)]
-        nprobe = 4
+        nprobe = 16  # a floor: queries unlike the collection's own vectors need more lists than they do
         while True:
             self.nprobe = min(nprobe, ivf.nlist)
             _, rows = self.search_rows(q, 11)

@@ -66,7 +66,10 @@ def bundle_info_command(
     path: Annotated[Path, typer.Argument(metavar="DIR", help="bundle folder")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Check every file of a bundle against its checksum and show its parts."""
+    """Check every file of a bundle against its checksum and show its parts.
+
+    Example: kgpipe bundle info data
+    """
     from kg.manifest import read_manifest
     from pipeline.bundle import bundle_info
 

@@ -78,7 +78,10 @@ def encoder_finetune(
     force: ForceOpt = False,
     bundle: BundleOpt = None,
 ) -> None:
-    """Fine-tune a head on a text model, with or without knowledge; writes DIR/model.safetensors + config.json."""
+    """Fine-tune a head on a text model, with or without knowledge; writes DIR/model.safetensors + config.json.
+
+    Example: kgpipe encoder finetune sequence --train train.jsonl --dev dev.jsonl --knowledge ernie --link --out topic
+    """
     from encoders.data import TASKS, read_examples
     from encoders.finetune import FinetuneConfig, evaluate, finetune, summary
     from encoders.knowledge import knowledge_for
@@ -177,7 +180,10 @@ def encoder_pretrain(
     bundle: BundleOpt = None,
 ) -> None:
     """ERNIE's alignment pre-training (denoising entity auto-encoder) of the fusion on linked text;
-    `encoder finetune --knowledge ernie --pretrained DIR` starts from it."""
+    `encoder finetune --knowledge ernie --pretrained DIR` starts from it.
+
+    Example: kgpipe encoder pretrain --data paragraphs.jsonl --out fusion
+    """
     from encoders.data import read_texts
     from encoders.ernie import FORMAT
     from encoders.knowledge import knowledge_for
@@ -222,7 +228,10 @@ def encoder_eval(
     device: DeviceOpt = "auto",
     bundle: BundleOpt = None,
 ) -> None:
-    """Score a fine-tuned encoder on labelled examples: macro-F1 and micro-F1."""
+    """Score a fine-tuned encoder on labelled examples: macro-F1 and micro-F1.
+
+    Example: kgpipe encoder eval topic --data test.jsonl --link --json
+    """
     from encoders.data import read_examples
     from encoders.finetune import evaluate
     from encoders.model import KnowledgeEncoder

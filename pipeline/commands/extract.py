@@ -44,7 +44,10 @@ def extract_command(
     force: ForceOpt = False,
 ) -> None:
     """Run entity linking, fact extraction and document vectors over corpora; resumable: a rerun
-    skips finished partitions."""
+    skips finished partitions.
+
+    Example: kgpipe extract corpus/*.jsonl --out extracted --workers 2
+    """
     from tqdm.auto import tqdm
 
     from pipeline.batch import FORMAT, expand_inputs, run

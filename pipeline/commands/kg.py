@@ -34,7 +34,10 @@ def kg_info(
     unseen: UnseenOpt = "add",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
 ) -> None:
-    """Count entities, relations and triples per split, and how many entities have QIDs and names."""
+    """Count entities, relations and triples per split, and how many entities have QIDs and names.
+
+    Example: kgpipe kg info data/kg/fb15k-237 --json
+    """
     start = time.perf_counter()
     kg = open_kg(path, format, unseen)
     info = kg.summary()
@@ -60,7 +63,10 @@ def kg_convert(
     unseen: UnseenOpt = "add",
     force: ForceOpt = False,
 ) -> None:
-    """Convert any supported KG into kgpipe's pickle-free layout (written atomically)."""
+    """Convert any supported KG into kgpipe's pickle-free layout (written atomically).
+
+    Example: kgpipe kg convert ../shared/data/kg/wn18rr out/wn18rr
+    """
     from kg.io import MANIFEST_FORMAT, save_kg
 
     check_output(out, MANIFEST_FORMAT, (path,), force)
@@ -105,6 +111,8 @@ def kg_train(
     """Train TransE; write model.safetensors, config.json, metrics.json and curve.png to --out.
 
     Under `torchrun --nproc-per-node N $(which kgpipe) kg train ...` the processes share the work (DDP).
+
+    Example: kgpipe kg train data/kg/fb15k-237 --out out/transe --epochs 50
     """
     from kg.embed import TrainConfig, train_transe
     from kg.embed.checkpoint import FORMAT
@@ -141,7 +149,10 @@ def kg_eval(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     format: FormatOpt = None,
 ) -> None:
-    """Filtered link-prediction metrics (MRR, MR, Hits@1/3/10; realistic ties) of a checkpoint."""
+    """Filtered link-prediction metrics (MRR, MR, Hits@1/3/10; realistic ties) of a checkpoint.
+
+    Example: kgpipe kg eval data/transe/fb15k-237 --data data/kg/fb15k-237 --split test
+    """
     from kg.device import resolve_device
     from kg.embed import evaluate_checkpoint
 
@@ -171,7 +182,10 @@ def kg_names(
         ),
     ] = None,
 ) -> None:
-    """Mine other names of KG entities ('Britain', 'UK') from the first sentence of their articles."""
+    """Mine other names of KG entities ('Britain', 'UK') from the first sentence of their articles.
+
+    Example: kgpipe kg names corpus.jsonl --titles entity2wikidata.json --out names.parquet
+    """
     from kg.io import bundled_kg_path, load_kg
     from kg.link.leads import mine, qids_by_title, read_articles, save_names
 

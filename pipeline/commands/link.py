@@ -46,7 +46,10 @@ def link(
     bundle: BundleOpt = None,
 ) -> None:
     """Link entity mentions in English text to KG entities (Wikidata QIDs), writing ELEVANT-style
-    JSONL. The default command: `kgpipe link IN.jsonl --out OUT.jsonl` runs it."""
+    JSONL. The default command: `kgpipe link IN.jsonl --out OUT.jsonl` runs it.
+
+    Example: kgpipe link docs.jsonl --out linked.jsonl
+    """
     from tqdm.auto import tqdm
 
     from kg.link.io import read_documents, write_linked
@@ -110,7 +113,10 @@ def link_train(
     bundle: BundleOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Train the linker's scorers on labelled documents and write a linker folder."""
+    """Train the linker's scorers on labelled documents and write a linker folder.
+
+    Example: kgpipe link train --data aida-dev.jsonl --out my-linker
+    """
     from rich.progress import Progress
 
     from kg.link.disambiguate import Scorer

@@ -235,3 +235,20 @@ def test_help_shows_defaults_and_plain_flags_and_errors_are_one_line() -> None:
     p = run("kg", "train", "x", "--out", "y", "--epochs", "many")
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("kgpipe: error: ") and "--epochs" in p.stderr
+
+
+def test_every_subcommand_help_shows_an_example() -> None:
+    from typer.main import get_command
+
+    from pipeline.cli import app
+
+    def leaves(group: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+        commands = getattr(group, "commands", None)
+        if not commands:
+            return [(path, group)]
+        return [leaf for name, sub in commands.items() for leaf in leaves(sub, (*path, name))]
+
+    missing = [
+        " ".join(p) for p, cmd in leaves(get_command(app)) if "Example: kgpipe" not in (cmd.help or "")
+    ]  # type: ignore[attr-defined]
+    assert not missing, missing
