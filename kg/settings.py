@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     spacy_model: str | None = Field(None, description="a spaCy pipeline name or path")
     bundle: Path | None = Field(None, description="the bundle commands use when --bundle is not given")
     debug: bool = Field(False, description="print tracebacks of kgpipe's own bugs")
+    store: str | None = Field(None, description="the store `kgpipe serve` searches instead of the bundle's")
+    # `kgpipe serve`: what one server accepts (flags of the same names override these)
+    api_max_body_bytes: int = Field(2_000_000, ge=1, description="largest request body (413 above)")
+    api_max_text_chars: int = Field(100_000, ge=1, description="longest text (413 above)")
+    api_max_items: int = Field(256, ge=1, description="texts or items in one request (413 above)")
+    api_max_k: int = Field(1000, ge=1, description="most search hits asked for (422 above)")
+    api_max_batch: int = Field(32, ge=1, description="items one model call batches from concurrent requests")
+    api_max_wait_ms: float = Field(5.0, ge=0, description="how long a model call waits for more requests")
+    api_max_queue: int = Field(512, ge=1, description="requests waiting per model before 429")
 
     @classmethod
     def settings_customise_sources(

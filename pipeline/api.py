@@ -39,7 +39,8 @@ from pipeline.extract import Entity, Fact
 
 
 class Limits(BaseModel):
-    """What one server accepts; each is a setting (`kgpipe serve --help`)."""
+    """What one server accepts: `KGPIPE_API_*` settings (environment or the `KGPIPE_CONFIG` file),
+    overridden by `kgpipe serve`'s flags."""
 
     model_config = ConfigDict(extra="forbid")
     max_body_bytes: int = 2_000_000
@@ -754,10 +755,18 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def limits_from_settings() -> Limits:
+    """The limits the settings give (`KGPIPE_API_*`, or `api_*` keys of the KGPIPE_CONFIG file)."""
+    from kg.settings import settings
+
+    current = settings()
+    return Limits(**{name: getattr(current, f"api_{name}") for name in Limits.model_fields})
+
+
 def app_from_env() -> FastAPI:
     """The app `kgpipe serve` runs in each uvicorn worker: bundle, store and limits from the
-    environment (KGPIPE_BUNDLE, KGPIPE_STORE, KGPIPE_API_LIMITS as JSON)."""
-    import os
+    settings (KGPIPE_BUNDLE, KGPIPE_STORE, KGPIPE_API_*, the KGPIPE_CONFIG file)."""
+    from kg.settings import settings
 
-    limits = Limits.model_validate_json(os.environ.get("KGPIPE_API_LIMITS", "{}"))
-    return create_app(os.environ.get("KGPIPE_BUNDLE") or None, limits, os.environ.get("KGPIPE_STORE") or None)
+    current = settings()
+    return create_app(current.bundle, limits_from_settings(), current.store)

@@ -31,20 +31,20 @@ def serve_command(
         ),
     ] = None,
     max_batch: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--max-batch", help="items one model call batches from concurrent requests (1: no batching)"
+            "--max-batch", help="items one model call batches from concurrent requests (1: no batching) [32]"
         ),
-    ] = 32,
+    ] = None,
     max_wait_ms: Annotated[
-        float, typer.Option("--max-wait-ms", help="how long a model call waits for more requests")
-    ] = 5.0,
+        float | None, typer.Option("--max-wait-ms", help="how long a model call waits for more requests [5]")
+    ] = None,
     max_text_chars: Annotated[
-        int, typer.Option("--max-text-chars", help="longest text accepted (413 above)")
-    ] = 100_000,
+        int | None, typer.Option("--max-text-chars", help="longest text accepted, 413 above [100000]")
+    ] = None,
     max_body_bytes: Annotated[
-        int, typer.Option("--max-body-bytes", help="largest request body (413 above)")
-    ] = 2_000_000,
+        int | None, typer.Option("--max-body-bytes", help="largest request body, 413 above [2000000]")
+    ] = None,
 ) -> None:
     """Serve linking, classification, extraction and search over HTTP (OpenAPI at /docs, a page to try it at /).
 
@@ -55,26 +55,37 @@ def serve_command(
     import uvicorn
 
     from kg.manifest import read_manifest
-    from pipeline.api import Limits
+    from pipeline.api import limits_from_settings
 
-    for name, value in (("--port", port), ("--workers", workers), ("--max-batch", max_batch)):
-        if value < 1 or (name == "--port" and value > 65535):
+    flags = {
+        "max_batch": max_batch,
+        "max_wait_ms": max_wait_ms,
+        "max_text_chars": max_text_chars,
+        "max_body_bytes": max_body_bytes,
+    }
+    for name, value in (
+        ("--port", port),
+        ("--workers", workers),
+        *((f"--{k.replace('_', '-')}", v) for k, v in flags.items()),
+    ):
+        if value is not None and (
+            (value < 1 and name != "--max-wait-ms") or value < 0 or (name == "--port" and value > 65535)
+        ):
             raise typer.BadParameter(f"{value} is out of range", param_hint=f"'{name}'")
     if bundle is not None:
         read_manifest(bundle, verify=False)  # not a bundle: one line now, not a failed /ready later
-    limits = Limits(
-        max_batch=max_batch,
-        max_wait_ms=max_wait_ms,
-        max_text_chars=max_text_chars,
-        max_body_bytes=max_body_bytes,
-    )
-    os.environ["KGPIPE_API_LIMITS"] = limits.model_dump_json()
+    # flags win over the environment, which wins over the config file: each uvicorn worker reads them back
+    for name, value in flags.items():
+        if value is not None:
+            os.environ[f"KGPIPE_API_{name.upper()}"] = str(value)
     if bundle is not None:
         os.environ["KGPIPE_BUNDLE"] = str(bundle)
     if store is not None:
         os.environ["KGPIPE_STORE"] = store
+    limits = limits_from_settings()  # a bad KGPIPE_API_* value fails here, in one line
     console.print(
-        f"kgpipe API on http://{host}:{port} (docs at /docs); models load in the background: GET /ready"
+        f"kgpipe API on http://{host}:{port} (docs at /docs; batches of up to {limits.max_batch}); "
+        "models load in the background: GET /ready"
     )
     uvicorn.run(
         "pipeline.api:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning"

@@ -248,3 +248,16 @@ def test_openapi_lists_every_route_with_its_models() -> None:
     spec = create_app().openapi()
     assert {"/link", "/classify", "/extract", "/search", "/health", "/ready", "/info"} <= set(spec["paths"])
     assert json.dumps(spec)  # serialisable as served at /openapi.json
+
+
+def test_limits_come_from_the_config_file_then_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.api import limits_from_settings
+
+    config = tmp_path / "kgpipe.json"
+    config.write_text(json.dumps({"api_max_k": 50, "api_max_batch": 8}))
+    monkeypatch.setenv("KGPIPE_CONFIG", str(config))
+    monkeypatch.setenv("KGPIPE_API_MAX_BATCH", "4")
+    limits = limits_from_settings()
+    assert (limits.max_k, limits.max_batch, limits.max_text_chars) == (50, 4, 100_000)
