@@ -165,6 +165,33 @@ def scale(n: int, tmp: Path) -> dict:
             col.search(s, K)
             store_t.append(time.perf_counter() - t)
     raw_one, store_one = float(np.median(raw_t)), float(np.median(store_t))
+    # the store's own cost is fixed per query: its share depends on how long FAISS takes
+    by_cost = []
+    for nprobe in (16, 64, 256):
+        col.nprobe = nprobe
+        p = faiss.SearchParametersIVF(nprobe=nprobe) if ivf is not None else None
+        rt, st = [], []
+        for i in range(200):
+            s = q[i : i + 1]
+            t = time.perf_counter()
+            col.index.search(s, wide, params=p)
+            rt.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            col.search(s, K)
+            st.append(time.perf_counter() - t)
+        r_ms, s_ms = float(np.median(rt)) * 1000, float(np.median(st)) * 1000
+        by_cost.append(
+            {
+                "nprobe": nprobe,
+                "raw_ms": round(r_ms, 3),
+                "store_ms": round(s_ms, 3),
+                "overhead": round(s_ms / r_ms - 1, 4),
+            }
+        )
+        if ivf is None:
+            break
+    col.nprobe = calibrated
+    res["overhead_by_nprobe"] = by_cost
     raw_b, store_b = [], []
     for _ in range(5):
         t = time.perf_counter()
@@ -337,6 +364,10 @@ def report(res: dict, png: Path) -> None:
     for engine, r in s["slice_100k"].items():
         print(
             f"{engine:28}{r['build_s']:>9}{r['queries_per_s_single']:>8}{r['queries_per_s_batch200']:>9}{r['queries_per_s_filtered_5%']:>8}{r['recall@10']:>8}"
+        )
+    for o in s.get("overhead_by_nprobe", []):
+        print(
+            f"nprobe {o['nprobe']:>4}: raw FAISS {o['raw_ms']} ms, store {o['store_ms']} ms a query ({o['overhead']:.1%})"
         )
     import matplotlib
 
