@@ -252,8 +252,17 @@ class KnowledgeEncoder(nn.Module):
         try:
             hf_config = AutoConfig.from_pretrained(folder / "text_model", local_files_only=True)
             if cfg.text_model_frozen:  # its weights are the installed text model's, by reference
+                from transformers.utils import logging as hf_logging
+
                 installed = default_model_path()
-                base = AutoModel.from_pretrained(installed, local_files_only=True, add_pooling_layer=False)
+                level = hf_logging.get_verbosity()
+                hf_logging.set_verbosity_error()  # not the report of the pooler weights it leaves out
+                try:
+                    base = AutoModel.from_pretrained(
+                        installed, local_files_only=True, add_pooling_layer=False
+                    )
+                finally:
+                    hf_logging.set_verbosity(level)
                 if weights_digest(base) != cfg.text_model_digest:
                     raise KGFormatError(
                         folder,
