@@ -261,3 +261,42 @@ def test_limits_come_from_the_config_file_then_the_environment(
     monkeypatch.setenv("KGPIPE_API_MAX_BATCH", "4")
     limits = limits_from_settings()
     assert (limits.max_k, limits.max_batch, limits.max_text_chars) == (50, 4, 100_000)
+
+
+def test_a_worker_batches_concurrent_requests_isolates_bad_items_and_refuses_when_full() -> None:
+    import asyncio
+    import threading
+
+    from pipeline.api import Busy, Limits, Worker
+
+    calls: list[list[int]] = []
+    gate = threading.Event()
+
+    def model(items: list[int]) -> list[int]:
+        gate.wait(5)
+        calls.append(list(items))
+        if any(x < 0 for x in items):
+            raise ValueError(f"negative: {next(x for x in items if x < 0)}")
+        return [x * 10 for x in items]
+
+    async def scenario() -> None:
+        worker = Worker("test", model, Limits(max_batch=8, max_wait_ms=50, max_queue=3))
+        worker.start()
+        first = asyncio.create_task(worker.submit([1]))  # taken at once; the model waits on the gate
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.create_task(worker.submit([i])) for i in (2, -3, 4)]
+        await asyncio.sleep(0.05)
+        try:
+            await worker.submit([5])  # three requests already wait
+            raise AssertionError("a full queue must refuse")
+        except Busy:
+            pass
+        gate.set()
+        assert await first == [10]
+        results = [await w for w in waiting]
+        assert results[0] == [20] and results[2] == [40]
+        assert isinstance(results[1][0], ValueError) and "negative: -3" in str(results[1][0])
+        assert [2, -3, 4] in calls  # the three waiting requests went to the model as one batch
+        await worker.stop()
+
+    asyncio.run(scenario())
