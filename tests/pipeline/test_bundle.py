@@ -78,7 +78,12 @@ def test_a_built_bundle_lists_every_part_with_checksums_and_links_as_the_default
     bundle: Bundle, built: Path
 ) -> None:
     manifest, parts = read_manifest(built)
-    assert manifest["format_version"] == 1 and set(parts) == {"kg", "transe", "linker"}
+    assert manifest["format_version"] == 1 and set(parts) == {
+        "kg",
+        "transe",
+        "linker",
+        "classifiers/topic",
+    }  # the default classifier comes along
     other = load(built)
     assert other.kg.fingerprint == bundle.kg.fingerprint
     assert [[(x.start, x.qid, x.score) for x in d] for d in other.link(TEXTS)] == [

@@ -70,7 +70,12 @@ def test_demo_runs_every_part_and_leaves_a_report_and_a_servable_bundle(tmp_path
     assert "classifier 'topic'" in p.stdout and "Albert Einstein" in p.stdout
     assert "searches" in p.stdout and "entities nearest Paris" in p.stdout
     report = (tmp_path / "demo" / "report.html").read_text()
-    for section in ("TransE training curve", "classifier scores", "example searches", "linking confidence"):
+    for section in (
+        "TransE training curve",
+        "classifier scores",
+        "example searches",
+        "linking confidence and throughput",
+    ):
         assert f"<h2>{section}</h2>" in report
     assert "data:image/png;base64," in report and "http" not in report.split("<body>")[1].replace(
         "http://127.0.0.1", ""
