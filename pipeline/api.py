@@ -495,9 +495,7 @@ def create_app(
 
 def _answer(single: bool, out: Sequence[BaseModel]) -> Any:
     if single:
-        (one,) = out
-        if getattr(one, "error", None):
-            raise _Invalid(one.error)  # type: ignore[attr-defined]
+        (one,) = out  # a single request's error was raised by `run`
         return one.model_dump(exclude={"id", "error"}, exclude_none=True)
     return {"results": [o.model_dump(exclude_none=True) for o in out]}
 
@@ -534,7 +532,6 @@ def _rel(bundle: Any, entities: list[Entity]) -> list[list[Any]]:
 
 
 def _classify(bundle: Any, items: list[tuple[str | None, Item]]) -> list[Classification | Exception]:
-    out: list[Classification | Exception] = []
     by_name: dict[str | None, list[int]] = {}
     for i, (name, _) in enumerate(items):
         by_name.setdefault(name, []).append(i)
@@ -545,8 +542,7 @@ def _classify(bundle: Any, items: list[tuple[str | None, Item]]) -> list[Classif
         focus = [list(it.spans or []) for it in its] if model.cfg.task != "sequence" else None
         for i, r in zip(idx, bundle.classify([it.text for it in its], name, focus), strict=True):
             answers[i] = r
-    out = [answers[i] for i in range(len(items))]
-    return out
+    return [answers[i] for i in range(len(items))]
 
 
 def _extract(bundle: Any, items: list[Item]) -> list[Any]:
@@ -559,7 +555,6 @@ def _search(bundle: Any, items: list[tuple[str | None, str | None, int, SearchFi
     from pipeline.store import Filter
 
     searcher = bundle.searcher
-    out: list[Any] = []
     texts = [(i, q) for i, (q, e, _, _) in enumerate(items) if q is not None]
     answers: dict[int, Any] = {}
     # text queries with the same k and filter share one encoder call and one index search
@@ -581,8 +576,7 @@ def _search(bundle: Any, items: list[tuple[str | None, str | None, int, SearchFi
                 "neighbours": [h.as_dict() for h in found["neighbours"]],
                 "via": found["via"],
             }
-    out = [answers[i] for i in range(len(items))]
-    return out
+    return [answers[i] for i in range(len(items))]
 
 
 # ------------------------------------------------------------------------------------- errors

@@ -15,7 +15,7 @@ names it, and a search with another model is refused.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -226,7 +226,6 @@ class Searcher:
 
     store: Store
     encode: Callable[[list[str]], np.ndarray] | None = None
-    _bundle: Any = field(default=None, repr=False)
 
     @classmethod
     def open(cls, address: str | Path, bundle: Bundle | None = None) -> Searcher:
