@@ -37,7 +37,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from tests.pipeline.test_batch import corpus_lines
 
     root = tmp_path_factory.mktemp("api")
-    (root / "in.jsonl").write_text("\n".join(corpus_lines(30)) + "\n")
+    docs = [json.loads(line) for line in corpus_lines(30)]  # the sample, repeated, where ../shared is absent
+    lines = [json.dumps({**d, "id": f"{d['id']}-{i}"}) for i, d in enumerate(docs)]
+    (root / "in.jsonl").write_text("\n".join(lines) + "\n")
     run([root / "in.jsonl"], root / "x", workers=1, partition_size=30)
     index_extraction(root / "x", root / "store", load(eager=False))
     build(root / "bundle", store=root / "store")

@@ -169,7 +169,9 @@ def extraction(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.pipeline.test_batch import corpus_lines
 
     root = tmp_path_factory.mktemp("extraction")
-    (root / "in.jsonl").write_text("\n".join(corpus_lines(40)) + "\n")
+    docs = [json.loads(line) for line in corpus_lines(40)]  # the sample, repeated, where ../shared is absent
+    lines = [json.dumps({**d, "id": f"{d['id']}-{i}"}) for i, d in enumerate(docs)]
+    (root / "in.jsonl").write_text("\n".join(lines) + "\n")
     run([root / "in.jsonl"], root / "x", workers=1, partition_size=20)
     return root
 
