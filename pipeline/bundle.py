@@ -178,6 +178,22 @@ class Bundle:
                 )
             return self._linkers[kg.fingerprint]
 
+    def linker_to_train(self, kg: KnowledgeGraph | None = None) -> Linker:
+        """A new linker over `kg` (default the bundle's) with the bundle's names and entity vectors
+        and an untrained scorer, which `kgpipe link train` fits. The bundle's scorer is not read:
+        one saved by an older kgpipe (other features) must not stop its own retraining."""
+        from kg.link.linker import Linker
+
+        kg = kg if kg is not None else self.kg
+        return Linker.load(
+            self.parts["linker"].path,
+            kg,
+            same_kg=kg.fingerprint == self.kg.fingerprint,
+            trained=False,
+            embed=self.text.embedder(),
+            transe=self.transe,
+        )
+
     def info(self) -> dict[str, Any]:
         return bundle_info(self.manifest)
 

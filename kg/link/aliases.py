@@ -59,6 +59,17 @@ def normalize(name: str) -> str:
     return _EDGE_PUNCT.sub("", _SPACES.sub(" ", plain)).strip()
 
 
+def plural(name: str) -> str:
+    """The English plural of a common noun's last word ('physicist' → 'physicists', 'city' →
+    'cities', 'full professor' → 'full professors'): the regular rules, which cover the concepts
+    a KG names; irregular plurals stay unmatched."""
+    if name.endswith(("s", "x", "z", "ch", "sh")):
+        return name + "es"
+    if name.endswith("y") and name[-2:-1] not in "aeiou":
+        return name[:-1] + "ies"
+    return name + "s"
+
+
 def short_form(key: str) -> str:
     """A normalised name without its legal-form or club word ('manchester united fc' → 'manchester united')."""
     return _FORMS.sub("", key).strip()
@@ -98,6 +109,8 @@ class AliasTable:
             names = [(kg.labels[i], LABEL_WEIGHT)] + [
                 (a, ALIAS_WEIGHT) for a in (*kg.aliases[i], *more.get(qid, ()))
             ]
+            if kg.labels[i][:1].islower():  # a concept ('physicist'): text names it in the plural too
+                names.append((plural(kg.labels[i]), ALIAS_WEIGHT))
             for name, w in names:
                 key = normalize(name)
                 for variant, vw in ((key, w), (short_form(key), w * SHORT_WEIGHT)):

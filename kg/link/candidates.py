@@ -64,7 +64,7 @@ class CandidateGenerator:
             if (
                 not cands
                 and self.fuzzy
-                and m.label != "ALIAS"
+                and m.label not in ("ALIAS", "NOUN")
                 and len(m.text) > 3
                 and not _ABBREV.match(m.text)
             ):
@@ -84,7 +84,7 @@ class CandidateGenerator:
                 }
         found: list[list[Candidate]] = []
         for i, (m, cands) in enumerate(zip(mentions, base, strict=True)):
-            if i in settled:
+            if i in settled or m.label == "NOUN":  # a concept's word names it, not a place's team
                 found.append(list(cands.values()))
                 continue
             if self.graph_expansion:
@@ -303,7 +303,7 @@ def _describable(m: Mention) -> bool:
     finds other Smiths); those are matched by name, fuzzily and by coreference. Nor for pieces of
     a cut NER span ('Prices' from 'UNITED STATES - Prices'): the span was wrong, its words may be
     no name at all."""
-    return m.label not in ("ALIAS", "PERSON", "PART")
+    return m.label not in ("ALIAS", "NOUN", "PERSON", "PART")
 
 
 def _related_name(key: str, label: str) -> bool:

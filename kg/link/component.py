@@ -85,7 +85,7 @@ class KGLinkerComponent:
             inside: dict[int, list[Span]] = {}  # NER entity index → linked spans within it
             extra: list[Span] = []
             for x in entities:
-                label = x.label if x.label not in ("ALIAS", "PART") else "ENTITY"  # no NER type
+                label = x.label if x.label not in ("ALIAS", "NOUN", "PART") else "ENTITY"  # no NER type
                 span = doc.char_span(x.start, x.end, label=label, kb_id=x.qid, alignment_mode="expand")
                 if span is None:
                     continue

@@ -67,6 +67,7 @@ class Scorer:
     confidence: lgb.Booster | None = None
     collective: Scorer | None = None  # the second pass, over FEATURES + COLLECTIVE
     caseless: Scorer | None = None  # for text without capitals
+    concept_threshold: float | None = None  # for NOUN mentions (concepts); None: `threshold`
 
     def for_mentions(self, mentions: list[Mention]) -> Scorer:
         """The scorer for a document with these mentions: the caseless one when no mention has a
@@ -141,8 +142,11 @@ class Scorer:
                 out[i] = (int(order[0]), np.concatenate([f[order[0]], (best, best - second)]))
         return out
 
-    def fit(self, groups: list[np.ndarray], gold: list[int], seed: int = 0) -> Scorer:
-        """`groups`: per mention its candidate rows; `gold`: the right row, or -1 (NIL / not found)."""
+    def fit(
+        self, groups: list[np.ndarray], gold: list[int], seed: int = 0, weights: list[float] | None = None
+    ) -> Scorer:
+        """`groups`: per mention its candidate rows; `gold`: the right row, or -1 (NIL / not found);
+        `weights`: per mention, how much the confidence model heeds it (default all 1)."""
         known = [(g, i) for g, i in zip(groups, gold, strict=True) if i >= 0 and len(g)]
         relevant = np.concatenate([np.arange(len(g)) == i for g, i in known]).astype(np.float32)
         self.rank = lgb.train(
@@ -153,8 +157,9 @@ class Scorer:
         tops = self._confidence_inputs(groups)
         x = np.vstack([row for _, row in tops.values()])
         right = np.array([float(best == gold[i]) for i, (best, _) in tops.items()], np.float32)
+        w = None if weights is None else np.array([weights[i] for i in tops], np.float32)
         self.confidence = lgb.train(
-            {**TREE_PARAMS, "objective": "binary", "seed": seed}, lgb.Dataset(x, right), TREE_ROUNDS
+            {**TREE_PARAMS, "objective": "binary", "seed": seed}, lgb.Dataset(x, right, weight=w), TREE_ROUNDS
         )
         return self
 
@@ -165,41 +170,55 @@ class Scorer:
         folds: int = 5,
         seed: int = 0,
         groups: list[int] | None = None,
+        weights: list[float] | None = None,
     ) -> Scorer:
         """Fit both passes. `documents`: per document, each mention's candidates, feature rows, gold
         row (-1: NIL or not among the candidates) and normalised text. The second pass learns from first-pass
         choices made by models that did not see the document (cross-fitting over `folds`), as it
         will meet them on new text; documents with the same `groups` id (a text and its sentences)
-        share a fold."""
+        share a fold; `weights` (per document) weigh its mentions in the confidence model."""
+        doc_weight = weights if weights is not None else [1.0] * len(documents)
 
-        def flat(docs: list) -> tuple[list[np.ndarray], list[int]]:
-            pairs = [
-                (f, g) for _, feats, golds, _ in docs for f, g in zip(feats, golds, strict=True) if len(f)
+        def flat(docs: list, ws: list[float]) -> tuple[list[np.ndarray], list[int], list[float]]:
+            triples = [
+                (f, g, w)
+                for (_, feats, golds, _), w in zip(docs, ws, strict=True)
+                for f, g in zip(feats, golds, strict=True)
+                if len(f)
             ]
-            return [f for f, _ in pairs], [g for _, g in pairs]
+            return [f for f, _, _ in triples], [g for _, g, _ in triples], [w for _, _, w in triples]
 
         self.collective = None
-        self.fit(*flat(documents), seed=seed)
+        feats, golds, ws = flat(documents, doc_weight)
+        self.fit(feats, golds, seed=seed, weights=ws if weights is not None else None)
         group = np.asarray(groups if groups is not None else range(len(documents)))
         fold = (np.random.default_rng(seed).permutation(int(group.max()) + 1) % folds)[group]
         second: list[np.ndarray] = []
         second_gold: list[int] = []
+        second_weight: list[float] = []
         for k in range(folds):
-            first = Scorer().fit(
-                *flat([d for d, f in zip(documents, fold, strict=True) if f != k]), seed=seed
+            kf, kg_, kw = flat(
+                [d for d, f in zip(documents, fold, strict=True) if f != k],
+                [w for w, f in zip(doc_weight, fold, strict=True) if f != k],
             )
-            for (cands, feats, golds, names), f in zip(documents, fold, strict=True):
+            first = Scorer().fit(kf, kg_, seed=seed, weights=kw if weights is not None else None)
+            for (cands, feats, golds, names), f, w in zip(documents, fold, doc_weight, strict=True):
                 if f == k:
                     rows = first.with_collective(ctx, cands, feats, names)
                     for row, g in zip(rows, golds, strict=True):
                         if len(row):
                             second.append(row)
                             second_gold.append(g)
-        self.collective = Scorer(threshold=self.threshold).fit(second, second_gold, seed=seed)
+                            second_weight.append(w)
+        self.collective = Scorer(threshold=self.threshold).fit(
+            second, second_gold, seed=seed, weights=second_weight if weights is not None else None
+        )
         return self
 
     def state(self, names: list[str] = FEATURES) -> dict:
         out: dict[str, object] = {"features": names, "threshold": self.threshold}
+        if self.concept_threshold is not None:
+            out["concept_threshold"] = self.concept_threshold
         for key, model in (("rank", self.rank), ("confidence", self.confidence)):
             out[key] = None if model is None else model.model_to_string()
         if self.collective is not None:
@@ -248,6 +267,7 @@ class Scorer:
             None if d.get("confidence") is None else lgb.Booster(model_str=d["confidence"]),
             cls.from_state(second, path, names + COLLECTIVE) if second else None,
             cls.from_state(caseless, path, names) if caseless else None,
+            None if d.get("concept_threshold") is None else float(d["concept_threshold"]),
         )
 
 

@@ -8,6 +8,8 @@ candidate fits the first pass's choices for the document's other mentions.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from rapidfuzz import fuzz
 
@@ -37,6 +39,9 @@ FEATURES = [
     "src_dense",
     "dense_sim",
     "ner_mention",
+    "noun_mention",
+    "word_freq",
+    "doc_length",
     "all_caps",
     "alias_caps",
     "demonym_country",
@@ -83,14 +88,26 @@ def featurize(
     mentions: list[Mention],
     candidates: list[list[Candidate]],
     doc_vector: np.ndarray | None = None,
+    text_length: int | None = None,
 ) -> list[np.ndarray]:
     """float32[n_candidates, len(FEATURES)] per mention, its columns built by name in the order of
-    FEATURES; `doc_vector` (unit) enables the context features."""
+    FEATURES; `doc_vector` (unit) enables the context features; `text_length` (characters, default
+    where the last mention ends) tells a tweet from an article."""
+    if text_length is None:
+        text_length = max((m.end for m in mentions), default=0)
+    doc_length = float(np.log1p(text_length)) / 10.0
     doc_cands = [{c.entity for c in cands[:5]} for cands in candidates]
     doc_numbers = sum(m.beside_number for m in mentions) / max(len(mentions), 1)  # a results table
     return [
         _mention_block(
-            ctx, m, cands, doc_cands[:i] + doc_cands[i + 1 :], len(mentions), doc_numbers, doc_vector
+            ctx,
+            m,
+            cands,
+            doc_cands[:i] + doc_cands[i + 1 :],
+            len(mentions),
+            doc_numbers,
+            doc_vector,
+            doc_length,
         )
         for i, (m, cands) in enumerate(zip(mentions, candidates, strict=True))
     ]
@@ -104,6 +121,7 @@ def _mention_block(
     n_mentions: int,
     doc_numbers: float,
     doc_vector: np.ndarray | None,
+    doc_length: float,
 ) -> np.ndarray:
     """One mention's feature rows: a column per name of FEATURES."""
     n = len(cands)
@@ -142,7 +160,12 @@ def _mention_block(
             for s in ("alias", "coref", "fuzzy", "graph", "demonym", "longer", "dense")
         },
         "dense_sim": np.where(source == "dense", name_score, 0.0),
-        "ner_mention": m.label != "ALIAS",
+        "ner_mention": m.label not in ("ALIAS", "NOUN"),
+        "noun_mention": m.label == "NOUN",
+        # how common the words are in English (Zipf scale / 8): 'red' and 'government' are words
+        # first, 'physicist' names its concept whenever it is used
+        "word_freq": word_frequency(m.text),
+        "doc_length": doc_length,
         "all_caps": m.text.isupper(),
         "alias_caps": m.label == "ALIAS" and m.text.isupper(),
         "demonym_country": (m.label == "NORP") & place,  # nationality words name their country
@@ -171,6 +194,14 @@ def _mention_block(
     for j, name in enumerate(FEATURES):
         block[:, j] = col[name]  # type: ignore[call-overload]
     return block
+
+
+@lru_cache(maxsize=1 << 16)
+def word_frequency(text: str) -> float:
+    """The text's frequency in English on the Zipf scale (0: unknown, 8: 'the'), divided by 8."""
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(text.lower(), "en") / 8.0
 
 
 def collective_features(

@@ -193,6 +193,7 @@ class Linker:
             self.aliases,
             names_something=self.candidates.names_something,
             proper_name=self._proper_name,
+            concept=self._concept,
         )
         self.embed = embed
         if embed is not None:
@@ -201,6 +202,13 @@ class Linker:
         self.context.transe = transe_rows(kg, transe, min_share=0.5)
         self.scorer = scorer or Scorer()
         self.min_score = self.scorer.threshold if min_score is None else min_score
+        # concepts ('physicist') have a threshold of their own: whether a corpus means them is
+        # another question than which entity a name is (a given `min_score` sets both)
+        self.concept_min_score = (
+            self.scorer.concept_threshold
+            if min_score is None and self.scorer.concept_threshold is not None
+            else self.min_score
+        )
         # the text model reads in a second thread while spaCy tags (two cores for one call); a
         # process that is one of several workers on the machine turns it off and uses one core
         self.overlap = True
@@ -212,17 +220,20 @@ class Linker:
         kg: KnowledgeGraph,
         *,
         same_kg: bool = True,
+        trained: bool = True,
         **kwargs: object,
     ) -> Linker:
         """The linker saved in `folder` (by `save` or `kgpipe link train`) over `kg`. With
         `same_kg` (the default) the folder must have been built for this very KG; otherwise its
-        scorer and names serve another KG, whose entity vectors are computed (and cached)."""
+        scorer and names serve another KG, whose entity vectors are computed (and cached). Without
+        `trained` its scorer is left unread (an untrained one in its place): what training starts
+        from, so that a scorer saved by an older kgpipe does not stop its own retraining."""
         folder = Path(folder)
         check_built_for(folder, kg if same_kg else None)
         names = load_names(folder / FILE_NAMES) if (folder / FILE_NAMES).exists() else {}
         return cls(
             kg,
-            scorer=Scorer.load(folder / FILE_SCORER),
+            scorer=Scorer.load(folder / FILE_SCORER) if trained else Scorer(),
             other_names=names,
             vectors_from=folder,
             **kwargs,  # type: ignore[arg-type]
@@ -302,7 +313,7 @@ class Linker:
             piece_texts,
             piece_spans if spans is not None else None,
             batch_size,
-            self.min_score if min_score is None else min_score,
+            min_score,
         )
         results: list[list[LinkedEntity]] = [[] for _ in texts]
         sums: list[np.ndarray | None] = [None] * len(texts)
@@ -318,7 +329,7 @@ class Linker:
         texts: list[str],
         spans: Sequence[Sequence[tuple[int, int]]] | None,
         batch_size: int,
-        min_score: float,
+        min_score: float | None,
     ) -> tuple[list[list[LinkedEntity]], list[np.ndarray | None]]:
         results, all_vectors = [], []
         chunk = 8 * batch_size  # documents held at once
@@ -340,8 +351,12 @@ class Linker:
                 cands = [self.candidates.generate(mentions) for mentions in found]
                 vectors = pending.result() if pending is not None else self.doc_vectors(part)
                 all_vectors += vectors
-                for mentions, cs, vector in zip(found, cands, vectors, strict=True):
-                    results.append(self.disambiguate(mentions, spans is not None, vector, cs, min_score))
+                for text, mentions, cs, vector in zip(part, found, cands, vectors, strict=True):
+                    results.append(
+                        self.disambiguate(
+                            mentions, spans is not None, vector, cs, min_score, text_length=len(text)
+                        )
+                    )
         return results, all_vectors
 
     def _proper_name(self, text: str) -> bool:
@@ -349,6 +364,16 @@ class Linker:
         names Paris, 'film' the concept film."""
         found = self.aliases.aliases.get(normalize(text))
         return found is not None and len(found) > 0 and self.kg.labels[found[0][0]][:1].isupper()
+
+    def _concept(self, text: str) -> bool:
+        """Whether a lower-case name's best-known entities include a concept (an entity with a
+        lower-case label: 'physicist', 'red'), not only proper names ('apple': Apple Inc.)."""
+        found = self.aliases.aliases.get(normalize(text))
+        return (
+            found is not None
+            and len(text) >= 3
+            and any(self.kg.labels[e][:1].islower() for e, _ in found[:3])
+        )
 
     def clear(self) -> None:
         """Empty the caches that fill as documents are linked (dense hits, fuzzy matches, KG
@@ -375,12 +400,19 @@ class Linker:
         doc_vector: np.ndarray | None = None,
         candidates: list[list[Candidate]] | None = None,
         min_score: float | None = None,
+        features: list[np.ndarray] | None = None,
+        text_length: int | None = None,
     ) -> list[LinkedEntity]:
-        """Choose an entity for each mention (among `candidates`, generated here if not given);
-        NIL (below `min_score`, default the linker's) mentions are dropped unless `keep_nil`."""
+        """Choose an entity for each mention (among `candidates`, generated here if not given, by
+        their `features`, computed here if not given); NIL (below `min_score`, default the
+        linker's: `min_score` for names, `concept_min_score` for concepts) mentions are dropped
+        unless `keep_nil`."""
         threshold = self.min_score if min_score is None else min_score
+        concept = self.concept_min_score if min_score is None else min_score
         cands = self.candidates.generate(mentions) if candidates is None else candidates
-        feats = featurize(self.context, mentions, cands, doc_vector)
+        if features is None:
+            features = featurize(self.context, mentions, cands, doc_vector, text_length)
+        feats = features
         decisions = self.scorer.for_mentions(mentions).decide(
             self.context, cands, feats, [normalize(m.text) for m in mentions]
         )
@@ -393,7 +425,7 @@ class Linker:
                     decisions[i] = (bi, sj)
         out = []
         for m, cs, (best, score) in zip(mentions, cands, decisions, strict=True):
-            if cs and score >= threshold:
+            if cs and score >= (concept if m.label == "NOUN" else threshold):
                 e = cs[best].entity
                 out.append(LinkedEntity(m.start, m.end, m.text, self.kg.qids[e], score, e, m.label))
                 continue

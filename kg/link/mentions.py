@@ -33,7 +33,8 @@ class Mention:
     end: int
     text: str
     # spaCy NER label; "PART": a piece of a cut NER span, or a KG name that NER saw as part of a
-    # longer span or as several; "ALIAS": an alias-matcher span NER did not see; "GIVEN": user span
+    # longer span or as several; "ALIAS": an alias-matcher span NER did not see; "NOUN": a
+    # lower-case KG name of a concept ('physicist', 'jazz'); "GIVEN": user span
     label: str
     beside_number: bool = False  # a score or count next to it ('Luton 2 Bolton 1', 'Surrey 320-5')
     in_compound: bool = False  # a hyphen joins it to another word ('Boston-based', 'pro-Moscow')
@@ -56,16 +57,21 @@ class MentionFinder:
         max_alias_tokens: int = 6,
         names_something: Callable[[Mention], bool] | None = None,
         proper_name: Callable[[str], bool] | None = None,
+        concept: Callable[[str], bool] | None = None,
     ) -> None:
         """`names_something(mention)`: whether a span finds entities by itself (exact, fuzzy or
         demonym); an NER span that does not gives way to the KG names inside it. Default: exact.
         `proper_name(text)`: whether an alias match names a proper name's entity ('paris': Paris),
         not a concept's ('film'); in a text without capitals (a query, a chat line), where case
-        cannot tell names from words, such matches are mentions too. Default: none are."""
+        cannot tell names from words, such matches are mentions too. Default: none are.
+        `concept(text)`: whether a lower-case alias match names one of the KG's concepts (an entity
+        with a lower-case label: 'physicist', 'jazz'); such matches are mentions labelled NOUN,
+        and the scorer decides whether the text means the concept. Default: none are."""
         from spacy.matcher import PhraseMatcher
 
         self.names_something = names_something
         self.proper_name = proper_name
+        self.concept = concept
         self.matcher: PhraseMatcher | None = None
         self.aliases = aliases
         self.stop_words: frozenset[str] = frozenset(nlp.Defaults.stop_words)  # 'He', 'It' are no names
@@ -127,8 +133,11 @@ class MentionFinder:
                 # NER saw names here, though cut otherwise: a piece of NER's, not a bare alias match
                 chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, "PART"), table))
         taken = [(m.start, m.end) for m in chosen]
+        concepts = []
         for span in sorted(spans, key=lambda s: (-(s.end_char - s.start_char), s.start_char)):
             if not name_like(span.text):
+                if span.text[:1].islower() and self.concept is not None and self.concept(span.text):
+                    concepts.append(span)
                 continue
             if any(span.start_char < e and s < span.end_char for s, e in taken):
                 continue
@@ -138,7 +147,12 @@ class MentionFinder:
             inside_ner = any(m.start <= span.start_char and span.end_char <= m.end for m in framed)
             label = "PART" if inside_ner else "ALIAS"
             chosen.append(_trimmed(Mention(span.start_char, span.end_char, span.text, label), table))
-        return sorted((_in_context(m, text) for m in chosen), key=lambda m: m.start)
+        for span in concepts:  # the concepts in what names left free, longest first
+            if any(span.start_char < e and s < span.end_char for s, e in taken):
+                continue
+            taken.append((span.start_char, span.end_char))
+            chosen.append(Mention(span.start_char, span.end_char, span.text, "NOUN"))
+        return sorted((_in_context(_hashtag(m, text), text) for m in chosen), key=lambda m: m.start)
 
 
 # tokens that part two names inside one NER span: results ('Pohang 3 Ulsan', 'Celtic v Rangers'),
@@ -356,6 +370,14 @@ def _looks_like_a_name(text: str) -> bool:
     return bool(text) and (text[0].isupper() or text[0].isdigit())
 
 
+def _hashtag(m: Mention, text: str) -> Mention:
+    """A name written as a hashtag ('#Astros') is mentioned with its '#': the tag is the mention."""
+    at = m.start - 1
+    if at >= 0 and text[at] == "#" and (at == 0 or not text[at - 1].isalnum()):
+        return replace(m, start=at, text=text[at : m.end])
+    return m
+
+
 def _trimmed(m: Mention, names: Container[str] = ()) -> Mention:
     """'the United States' → 'United States', "Ronald Reagan 's" → 'Ronald Reagan', 'Everton 3 ,'
     → 'Everton': NER spans may start with an article or end in a possessive or a score; names do
@@ -365,7 +387,12 @@ def _trimmed(m: Mention, names: Container[str] = ()) -> Mention:
             m = Mention(m.start + len(article), m.end, m.text[len(article) :], m.label)
             break
     match = _TAIL.search(m.text)
-    if match and match.start() > 0 and normalize(m.text) not in names:
+    # a tail that the name's normal form drops anyway ("Mariners '") goes whatever the KG knows
+    if (
+        match
+        and match.start() > 0
+        and (normalize(m.text) not in names or normalize(m.text) == normalize(m.text[: match.start()]))
+    ):
         m = Mention(m.start, m.start + match.start(), m.text[: match.start()], m.label)
     return m
 

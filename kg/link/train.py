@@ -21,6 +21,7 @@ from kg.io import read_json_lines
 from kg.link.aliases import Candidate, normalize
 from kg.link.disambiguate import Scorer
 from kg.link.features import featurize
+from kg.link.mentions import Mention
 
 if TYPE_CHECKING:
     from kg.link.linker import Linker
@@ -94,9 +95,26 @@ def lowercased(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "text": "".join(c.lower() if len(c.lower()) == 1 else c for c in doc["text"])}
 
 
-def examples(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list[Example]:
-    """Per document, per detected mention: its candidates, their feature rows, the gold row
-    (-1: NIL or not among the candidates) and its normalised text."""
+@dataclass
+class Featurized:
+    """One document as the scorer meets it: its detected mentions, their candidates, feature rows,
+    gold rows (-1: NIL or not among the candidates) and normalised names. Everything but the
+    scorer's decision, so that models trained on different documents can score it again cheaply."""
+
+    doc: dict[str, Any]
+    mentions: list[Mention]
+    candidates: list[list[Candidate]]
+    features: list[np.ndarray]
+    rows: list[int]
+    names: list[str]
+
+    @property
+    def example(self) -> Example:
+        return (self.candidates, self.features, self.rows, self.names)
+
+
+def featurized(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list[Featurized]:
+    """Mentions, candidates and features of every document (see `Featurized`)."""
     out = []
     texts = [d["text"] for d in docs]
     for doc, sdoc, vec in zip(
@@ -110,8 +128,82 @@ def examples(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list
             target = gold.get((m.start, m.end))
             rows.append(next((i for i, c in enumerate(cs) if linker.kg.qids[c.entity] == target), -1))
         names = [normalize(m.text) for m in mentions]
-        out.append((cands, featurize(linker.context, mentions, cands, vec), rows, names))
+        out.append(
+            Featurized(
+                doc,
+                mentions,
+                cands,
+                featurize(linker.context, mentions, cands, vec, len(doc["text"])),
+                rows,
+                names,
+            )
+        )
     return out
+
+
+def examples(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list[Example]:
+    """Per document, per detected mention: its candidates, their feature rows, the gold row
+    (-1: NIL or not among the candidates) and its normalised text."""
+    return [f.example for f in featurized(linker, docs, qids)]
+
+
+def rescored(linker: Linker, docs: Sequence[Featurized], qids: set[str]) -> list[Prediction]:
+    """`predictions` of the linker's current scorer on documents featurized before (the same
+    mentions, candidates and features: only the decisions are made again)."""
+    out = []
+    for f in docs:
+        lo, hi = f.doc.get("evaluation_span") or [0, len(f.doc["text"])]
+        linked = linker.disambiguate(f.mentions, False, None, f.candidates, 0.0, features=f.features)
+        out.append(
+            {
+                (x.start, x.end, x.qid, x.score)
+                for x in linked
+                if x.qid in qids and lo <= x.start and x.end <= hi
+            }
+        )
+    return out
+
+
+def cut(doc: Featurized, pred: Prediction, threshold: float, concept_threshold: float) -> Prediction:
+    """The predictions that pass the NIL decision: `threshold` for names, `concept_threshold` for
+    concepts (NOUN mentions)."""
+    concepts = {(m.start, m.end) for m in doc.mentions if m.label == "NOUN"}
+    return {x for x in pred if x[3] >= (concept_threshold if (x[0], x[1]) in concepts else threshold)}
+
+
+def stages(
+    docs: Sequence[Featurized],
+    qids: set[str],
+    preds: Sequence[Prediction],
+    threshold: float,
+    concept_threshold: float,
+) -> dict[str, float]:
+    """Where the recall goes, stage by stage: `mention_recall` (gold spans of KG entities that
+    mention detection found exactly), `candidate_recall` (of those, the share with the gold entity
+    among the candidates), `top_right` (of those, the share whose top candidate is the gold one)
+    and the NIL decision on every linked mention (`nil_precision`: of the mentions it dropped, the
+    share that were wrong; `nil_recall`: of the wrong ones, the share it dropped)."""
+    gold_n = found = with_cand = top = dropped = wrong = dropped_wrong = 0
+    for f, pred in zip(docs, preds, strict=True):
+        gold = {(s, e): q for s, e, q in gold_of(f.doc, qids)}
+        gold_n += len(gold)
+        passed = cut(f, pred, threshold, concept_threshold)
+        by_span = {(s, e): q for s, e, q, _ in pred}
+        for m, row in zip(f.mentions, f.rows, strict=True):
+            if (m.start, m.end) in gold:
+                found += 1
+                with_cand += row >= 0
+                top += by_span.get((m.start, m.end)) == gold[(m.start, m.end)]
+        for x in pred:
+            bad, drop = gold.get((x[0], x[1])) != x[2], x not in passed
+            dropped, wrong, dropped_wrong = dropped + drop, wrong + bad, dropped_wrong + (drop and bad)
+    return {
+        "mention_recall": found / gold_n if gold_n else 0.0,
+        "candidate_recall": with_cand / found if found else 0.0,
+        "top_right": top / with_cand if with_cand else 0.0,
+        "nil_precision": dropped_wrong / dropped if dropped else 0.0,
+        "nil_recall": dropped_wrong / wrong if wrong else 0.0,
+    }
 
 
 def predictions(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list[Prediction]:
@@ -152,16 +244,24 @@ def f1_at(
 
 @dataclass
 class TrainReport:
-    """What training chose and how the cross-validated predictions scored."""
+    """What training chose and how the held-out predictions scored."""
 
     threshold: float
+    concept_threshold: float
     folds: int
     documents: int
     mentions: int
     mentions_with_gold_candidate: int
-    f1_all: float  # pooled over every training document, cross-validated
+    f1_all: float  # the mean over the sets of their held-out F1
     sets: dict[str, dict[str, float]] = field(default_factory=dict)  # per set (and per variant)
-    curve: list[tuple[float, float]] = field(default_factory=list)  # (threshold, CV F1)
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (threshold, mean held-out F1)
+    set_curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # per set
+    held_out: str = "documents"  # what a fold holds out: "documents" (k-fold) or "corpus" (one set each)
+
+
+def corpus_folds(sets: dict[str, list[dict[str, Any]]]) -> list[int]:
+    """Each document's fold when every set is held out in turn (leave-one-corpus-out)."""
+    return [k for k, docs in enumerate(sets.values()) for _ in docs]
 
 
 def train_linker(
@@ -172,93 +272,167 @@ def train_linker(
     caseless: bool = True,
     seed: int = 0,
     progress: Callable[[str], None] = lambda _: None,
+    held_out: str | None = None,
+    fold_of: Sequence[int] | None = None,
+    balance: bool = False,
 ) -> TrainReport:
     """Fit `linker.scorer` on every document of `sets` (set name → ELEVANT documents).
 
-    The threshold and the report come from `folds`-fold cross-validation by document; the final
-    scorer is then trained on everything. `progress(message)` hears of each step.
+    The NIL threshold and the report come from held-out predictions, each document scored by a
+    model that did not see it: with three or more sets (or `held_out="corpus"`) a model per set
+    trained on all the others (leave-one-corpus-out: the figure for text unlike any seen), else
+    `folds`-fold cross-validation by document. `fold_of` gives each document's fold by hand (-1:
+    always in training, never scored). The final scorer is then trained on everything. With
+    `balance` the confidence model (the NIL decision) weighs each set by the inverse square root
+    of its mentions, so that the largest set does not set every corpus's conventions alone.
+    `progress(message)` hears of each step.
     """
-    if folds < 2:
+    held_out = held_out or ("corpus" if len(sets) >= 3 else "documents")
+    if held_out not in ("corpus", "documents"):
+        raise ValueError(f"held_out is 'corpus' or 'documents', not {held_out!r}")
+    if held_out == "documents" and folds < 2:
         raise ValueError(f"folds must be at least 2, not {folds}")
+    if held_out == "corpus" and len(sets) < 2:
+        raise KGFormatError(
+            "--data", None, "one set cannot be held out against the others", "Give two or more --data files"
+        )
     qids = {q for q in linker.kg.qids if q}
     named = [(name, d) for name, docs in sets.items() for d in docs]
     docs = [d for _, d in named]
-    if len(docs) < folds:
+    if held_out == "documents" and len(docs) < folds:
         raise KGFormatError(
             "--data", None, f"{len(docs)} documents, fewer than the {folds} folds", "Give more documents"
         )
+    if fold_of is not None:
+        fold = np.asarray(fold_of)
+    elif held_out == "corpus":
+        fold = np.asarray(corpus_folds(sets))
+    else:
+        fold = np.random.default_rng(seed).permutation(len(docs)) % folds
+    folds = int(fold.max()) + 1
     progress(f"features of {len(docs):,} documents")
-    documents = examples(linker, docs, qids)
+    documents = featurized(linker, docs, qids)
     per_doc = [sentences(d) for d in docs]
     split = [s for ss in per_doc for s in ss]
     parent = [i for i, ss in enumerate(per_doc) for _ in ss]
     progress(f"features of {len(split):,} sentences")
-    short = examples(linker, split, qids) if with_sentences else []
+    short = featurized(linker, split, qids) if with_sentences else []
     short_parent = list(parent) if with_sentences else []
     lower = [lowercased(d) for d in docs] if caseless else []
     lower_split = [lowercased(x) for x in split] if caseless else []
     if caseless:
         progress("features of the lower-cased copies")
-    lower_examples = examples(linker, lower + lower_split, qids) if caseless else []
+    lower_docs = featurized(linker, lower + lower_split, qids) if caseless else []
     lower_parent = list(range(len(lower))) + (parent if caseless else [])  # a copy keeps its fold
-    fold = np.random.default_rng(seed).permutation(len(docs)) % folds
-    held_out: list[Prediction] = [set()] * len(docs)
+    held: list[Prediction] = [set()] * len(docs)
+    size = {
+        name: sum(len(x.rows) for x, (n, _) in zip(documents, named, strict=True) if n == name)
+        for name in sets
+    }
+    typical = float(np.mean([np.sqrt(max(v, 1)) for v in size.values()]))
+    weight = [typical / float(np.sqrt(max(size[n], 1))) if balance else 1.0 for n, _ in named]
     held_short: list[Prediction] = [set()] * len(split)
     held_lower: list[Prediction] = [set()] * len(lower)
 
     def fit(keep: Callable[[int], bool], threshold: float = 0.5) -> Scorer:
         scorer = Scorer(threshold=threshold).fit_documents(
             linker.context,
-            [x for x, f in zip(documents, fold, strict=True) if keep(f)]
-            + [x for x, i in zip(short, short_parent, strict=True) if keep(fold[i])],
+            [x.example for x, f in zip(documents, fold, strict=True) if keep(f)]
+            + [x.example for x, i in zip(short, short_parent, strict=True) if keep(fold[i])],
             groups=[i for i, f in enumerate(fold) if keep(f)] + [i for i in short_parent if keep(fold[i])],
+            weights=[weight[i] for i, f in enumerate(fold) if keep(f)]
+            + [weight[i] for i in short_parent if keep(fold[i])],
         )
         if caseless:
             scorer.caseless = Scorer(threshold=threshold).fit_documents(
                 linker.context,
-                [x for x, i in zip(lower_examples, lower_parent, strict=True) if keep(fold[i])],
+                [x.example for x, i in zip(lower_docs, lower_parent, strict=True) if keep(fold[i])],
                 groups=[i for i in lower_parent if keep(fold[i])],
+                weights=[weight[i] for i in lower_parent if keep(fold[i])],
             )
         return scorer
 
+    names = list(sets)
     for k in range(folds):
-        progress(f"fold {k + 1} of {folds}")
+        progress(
+            f"held out: {names[k]}"
+            if held_out == "corpus" and fold_of is None
+            else f"fold {k + 1} of {folds}"
+        )
         linker.scorer = fit(lambda f, k=k: f != k)  # type: ignore[misc]
-        held = [i for i, f in enumerate(fold) if f == k]
-        for i, pred in zip(held, predictions(linker, [docs[i] for i in held], qids), strict=True):
-            held_out[i] = pred
-        held = [j for j, i in enumerate(parent) if fold[i] == k]
-        for j, pred in zip(held, predictions(linker, [split[j] for j in held], qids), strict=True):
+        ids = [i for i, f in enumerate(fold) if f == k]
+        for i, pred in zip(ids, rescored(linker, [documents[i] for i in ids], qids), strict=True):
+            held[i] = pred
+        ids = [j for j, i in enumerate(parent) if fold[i] == k and with_sentences]
+        for j, pred in zip(ids, rescored(linker, [short[j] for j in ids], qids), strict=True):
             held_short[j] = pred
-        held = [i for i, f in enumerate(fold) if f == k and caseless]
-        for i, pred in zip(held, predictions(linker, [lower[i] for i in held], qids), strict=True):
+        ids = [i for i, f in enumerate(fold) if f == k and caseless]
+        for i, pred in zip(ids, rescored(linker, [lower_docs[i] for i in ids], qids), strict=True):
             held_lower[i] = pred
-    curve = [(round(float(t), 2), f1_at(docs, qids, held_out, t)["f1"]) for t in np.arange(0.2, 0.85, 0.05)]
-    # the curve is flat near its top, where a single point's lead is noise: choose the threshold
-    # whose neighbourhood (it and the grid points beside it) scores best
-    smooth = [float(np.mean([f for _, f in curve[max(i - 1, 0) : i + 2]])) for i in range(len(curve))]
-    threshold, best = curve[int(np.argmax(smooth))]
-    report = {
-        name: f1_at(
-            [d for n, d in named if n == name],
-            qids,
-            [p for (n, _), p in zip(named, held_out, strict=True) if n == name],
-            threshold,
-        )
-        for name in sets
-    }
+    scored = [i for i, f in enumerate(fold) if f >= 0]
+    grid = [round(float(t), 2) for t in np.arange(0.05, 0.9, 0.05)]
+    # concepts ('physicist') get a threshold of their own: whether a corpus means the concept is
+    # another question than which entity a name is. Each set's held-out F1 at each pair of
+    # thresholds; the pair serves the mean over the sets (each judged on its own, as a user's
+    # corpus will be), not the pooled mentions, where the largest set would decide for all
+    by_set = {name: ids for name in sets for ids in [[i for i in scored if named[i][0] == name]] if ids}
+
+    def at(ids: list[int], t: float, tc: float) -> dict[str, float]:
+        return f1_at([docs[i] for i in ids], qids, [cut(documents[i], held[i], t, tc) for i in ids], 0.0)
+
+    table = np.array(
+        [[[at(ids, t, tc)["f1"] for tc in grid] for t in grid] for ids in by_set.values()]
+    )  # [set, name threshold, concept threshold]
+    mean = table.mean(axis=0)
+    # the surface is flat near its top, where a single point's lead is noise: choose the pair
+    # whose neighbourhood (it and the grid points around it) scores best
+    n = len(grid)
+    smooth = np.array(
+        [[mean[max(a - 1, 0) : a + 2, max(b - 1, 0) : b + 2].mean() for b in range(n)] for a in range(n)]
+    )
+    a, b = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
+    threshold, concept_threshold, best = grid[a], grid[b], float(mean[a, b])
+    curve = [(t, float(mean[j, b])) for j, t in enumerate(grid)]
+    per_set = {name: table[k, :, b].tolist() for k, name in enumerate(by_set)}
+    report: dict[str, dict[str, float]] = {}
     for name in sets:
-        ids = [j for j, i in enumerate(parent) if named[i][0] == name]
-        report[f"{name}, sentence by sentence"] = f1_at(
-            [split[j] for j in ids], qids, [held_short[j] for j in ids], threshold
-        )
+        ids = [i for i in scored if named[i][0] == name]
+        if not ids:
+            continue
+        report[name] = {
+            **at(ids, threshold, concept_threshold),
+            **stages([documents[i] for i in ids], qids, [held[i] for i in ids], threshold, concept_threshold),
+        }
+        if with_sentences:
+            sub = [j for j, i in enumerate(parent) if named[i][0] == name and fold[i] >= 0]
+            report[f"{name}, sentence by sentence"] = f1_at(
+                [split[j] for j in sub],
+                qids,
+                [cut(short[j], held_short[j], threshold, concept_threshold) for j in sub],
+                0.0,
+            )
         if caseless:
-            ids = [i for i, (n, _) in enumerate(named) if n == name]
             report[f"{name}, lower-cased"] = f1_at(
-                [lower[i] for i in ids], qids, [held_lower[i] for i in ids], threshold
+                [lower[i] for i in ids],
+                qids,
+                [cut(lower_docs[i], held_lower[i], threshold, concept_threshold) for i in ids],
+                0.0,
             )
     progress("the final scorer, on every document")
     linker.scorer = fit(lambda f: True, threshold)
-    linker.min_score = threshold
-    gold = [g for cands, _, golds, _ in documents for cs, g in zip(cands, golds, strict=True) if cs]
-    return TrainReport(threshold, folds, len(docs), len(gold), sum(g >= 0 for g in gold), best, report, curve)
+    linker.scorer.concept_threshold = concept_threshold
+    linker.min_score, linker.concept_min_score = threshold, concept_threshold
+    gold = [g for d in documents for cs, g in zip(d.candidates, d.rows, strict=True) if cs]
+    return TrainReport(
+        threshold,
+        concept_threshold,
+        folds,
+        len(docs),
+        len(gold),
+        sum(g >= 0 for g in gold),
+        best,
+        report,
+        curve,
+        {name: list(zip(grid, c, strict=True)) for name, c in per_set.items()},
+        held_out,
+    )

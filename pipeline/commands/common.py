@@ -145,15 +145,17 @@ def positive(*options: tuple[str, float]) -> None:
             raise typer.BadParameter(f"{name} must be positive, not {value}")
 
 
-def bundle_linker(kg_path: Path | None, bundle: Path | None) -> Linker:
+def bundle_linker(kg_path: Path | None, bundle: Path | None, to_train: bool = False) -> Linker:
     """The bundle's linker, over `kg_path` when given (a KG it cannot use fails before any model
-    loads)."""
+    loads); `to_train`: a new one with an untrained scorer (`Bundle.linker_to_train`)."""
     from kg.io import load_kg
     from kg.link.linker import require_names
     from pipeline.bundle import load
 
     kg = require_names(load_kg(kg_path)) if kg_path is not None else None
-    opened = load(bundle, eager=kg is None)
+    opened = load(bundle, eager=kg is None and not to_train)
+    if to_train:
+        return opened.linker_to_train(kg)
     return opened.linker if kg is None else opened.linker_for(kg)
 
 

@@ -100,7 +100,12 @@ def link_train(
         Path | None, typer.Option("--kg", help="KG the linker links to (default: the bundle's)")
     ] = None,
     folds: Annotated[
-        int, typer.Option("--folds", help="cross-validation folds that choose the NIL threshold")
+        int,
+        typer.Option(
+            "--folds",
+            help="cross-validation folds by document that choose the NIL thresholds, for one or two "
+            "--data files; three or more are held out one corpus at a time instead",
+        ),
     ] = 5,
     sentences: Annotated[
         bool,
@@ -115,25 +120,30 @@ def link_train(
 ) -> None:
     """Train the linker's scorers on labelled documents and write a linker folder.
 
-    Example: kgpipe link train --data aida-dev.jsonl --out my-linker
+    With three or more --data files, each is held out in turn (linked by a scorer trained on the
+    others) and the NIL thresholds are chosen on those held-out predictions; the linker written
+    trains on all of them.
+
+    Example: kgpipe link train --data aida-dev.jsonl --data tweets.jsonl --data news.jsonl --out my-linker
     """
     from rich.progress import Progress
 
-    from kg.link.disambiguate import Scorer
     from kg.link.linker import LINKER_FORMAT
     from kg.link.train import read_documents, train_linker
 
     if folds < 2:
         raise typer.BadParameter(f"must be at least 2, not {folds}", param_hint="'--folds'")
     check_output(out, LINKER_FORMAT, (*data, kg_path), force)
-    sets = {
-        path.name.removesuffix(".jsonl").removesuffix(".benchmark"): read_documents(path) for path in data
-    }
+    if len(set(map(Path.resolve, data))) < len(data):
+        raise typer.BadParameter("a file is given twice; give each once", param_hint="'--data'")
+    sets: dict[str, list[dict]] = {}
+    for path in data:  # a set is named by its file; two files of one name by their paths
+        name = path.name.removesuffix(".jsonl").removesuffix(".benchmark")
+        sets[str(path) if name in sets else name] = read_documents(path)
     start = time.perf_counter()
-    linker = bundle_linker(kg_path, bundle)
-    linker.scorer = Scorer()
+    linker = bundle_linker(kg_path, bundle, to_train=True)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("training the linker", total=folds + 5)
+        task = progress.add_task("training the linker", total=(len(sets) if len(sets) >= 3 else folds) + 5)
 
         def step(message: str) -> None:
             progress.update(task, advance=1, description=message)
@@ -142,19 +152,33 @@ def link_train(
             linker, sets, folds=folds, with_sentences=sentences, caseless=caseless, progress=step
         )
     linker.save(out)
+    how = (
+        "leave-one-corpus-out predictions (each set linked by a scorer trained on the others)"
+        if report.held_out == "corpus"
+        else f"{report.folds}-fold cross-validated predictions"
+    )
     console.print(
         f"linker trained on {report.documents:,} documents ({report.mentions:,} mentions with candidates, "
         f"{report.mentions_with_gold_candidate:,} with the gold entity among them) in "
-        f"{time.perf_counter() - start:.0f} s; NIL threshold {report.threshold} chosen on {report.folds}-fold "
-        f"cross-validated predictions -> {out}"
+        f"{time.perf_counter() - start:.0f} s; NIL thresholds {report.threshold} (names) and "
+        f"{report.concept_threshold} (concepts) chosen on {how} -> {out}"
     )
     table = Table(
-        title=f"{report.folds}-fold cross-validated (each document scored by a model that did not see it)"
+        title=(
+            "leave-one-corpus-out: each set scored by a scorer that never saw it"
+            if report.held_out == "corpus"
+            else f"{report.folds}-fold cross-validated (each document scored by a model that did not see it)"
+        )
     )
-    for column in ("set", "P", "R", "F1", "gold"):
+    for column in ("set", "P", "R", "F1", "mention R", "gold"):
         table.add_column(column, justify="left" if column == "set" else "right")
     for name, r in report.sets.items():
         table.add_row(
-            name, f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", f"{int(r['gold']):,}"
+            name,
+            f"{r['precision']:.3f}",
+            f"{r['recall']:.3f}",
+            f"{r['f1']:.3f}",
+            f"{r['mention_recall']:.3f}" if "mention_recall" in r else "",
+            f"{int(r['gold']):,}",
         )
     console.print(table)

@@ -266,13 +266,17 @@ def test_a_kg_name_joining_several_ner_spans_wins(linker: Linker) -> None:
     assert [(m.text, m.label) for m in linker.finder.find(doc)] == [("Cleveland Indians", "PART")]
 
 
-def test_text_without_capitals_finds_proper_names_by_alias_but_not_concepts(linker: Linker) -> None:
+def test_text_without_capitals_finds_proper_names_by_alias_and_concepts_as_nouns(linker: Linker) -> None:
     text = "barack obama spoke about the film in paris"
-    found = {m.text for m in linker.finder.find(linker.nlp(text))}
-    assert {"barack obama", "paris"} <= found, found
-    assert "film" not in found  # the KG's 'film' is a concept: its label has no capital
-    cased = {m.text for m in linker.finder.find(linker.nlp("Obama spoke about the film in the capital"))}
-    assert not cased & {"film", "capital"}  # with case, lower-case words are no names
+    found = {m.text: m.label for m in linker.finder.find(linker.nlp(text))}
+    assert {"barack obama", "paris"} <= set(found), found
+    # 'film' is a concept (its label has no capital): a NOUN mention, which the scorer judges
+    assert found["paris"] != "NOUN" and found["film"] == "NOUN"
+    cased = {
+        m.text: m.label for m in linker.finder.find(linker.nlp("Obama spoke about the film in the capital"))
+    }
+    assert cased.get("film") == "NOUN"  # with case too, a lower-case word is a concept at most, never a name
+    assert all(label == "NOUN" for text, label in cased.items() if text[:1].islower())
     linked = {x.text: x.qid for x in linker.link(text)}
     assert linked.get("barack obama") == "Q76" and linked.get("paris") == "Q90", linked
     # such text goes to the scorer trained on lower-cased copies; ordinary text does not

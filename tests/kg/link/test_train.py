@@ -1,0 +1,147 @@
+"""`kgpipe link train` on several labelled sets: leave-one-corpus-out held-out figures, the NIL
+thresholds chosen on them, concepts found as mentions; all on the bundled KG and models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from kg.link.linker import Linker
+    from pipeline.bundle import Bundle
+
+KGPIPE = str(Path(sys.executable).parent / "kgpipe")
+
+# three small corpora of different kinds, labelled in ELEVANT's format: capitals, birthplaces and
+# professions (concepts, lower-case: 'physicist'), each name with its Wikidata QID
+CAPITALS = [
+    ("Paris", "Q90", "France", "Q142"),
+    ("Berlin", "Q64", "Germany", "Q183"),
+    ("London", "Q84", "United Kingdom", "Q145"),
+    ("Rome", "Q220", "Italy", "Q38"),
+    ("Madrid", "Q2807", "Spain", "Q29"),
+    ("Tokyo", "Q1490", "Japan", "Q17"),
+    ("Ottawa", "Q1930", "Canada", "Q16"),
+]
+PEOPLE = [
+    ("Barack Obama", "Q76", "Honolulu", "Q18094"),
+    ("Albert Einstein", "Q937", "Germany", "Q183"),
+    ("Ronald Reagan", "Q9960", "United States of America", "Q30"),
+]
+JOBS = [("physicist", "Q169470"), ("poet", "Q49757"), ("writer", "Q36180"), ("actor", "Q33999")]
+
+
+def labelled(text: str, names: list[tuple[str, str]]) -> dict:
+    labels = []
+    for name, qid in names:
+        start = text.index(name)
+        labels.append({"span": [start, start + len(name)], "entity_id": qid, "name": name})
+    return {"text": text, "labels": labels}
+
+
+def corpora() -> dict[str, list[dict]]:
+    capitals = [
+        labelled(
+            f"{city} is the capital of {country}. Many people visit {city} every year.",
+            [(city, c), (country, k)],
+        )
+        for city, c, country, k in CAPITALS * 2
+    ]
+    people = [
+        labelled(
+            f"{who} was born in {place}. Later {who} lived in {city}.", [(who, w), (place, p), (city, c)]
+        )
+        for (who, w, place, p), (city, c, _, _) in zip(PEOPLE * 4, CAPITALS * 2, strict=False)
+    ]
+    jobs = [
+        labelled(f"She was a {job} who worked in {city} for many years.", [(job, j), (city, c)])
+        for (job, j), (city, c, _, _) in zip(JOBS * 3, CAPITALS * 2, strict=False)
+    ]
+    return {"capitals": capitals, "people": people, "jobs": jobs}
+
+
+def test_concepts_are_mentions_that_the_scorer_judges(linker: Linker) -> None:
+    """A lower-case KG name of a concept is a NOUN mention (also in the plural); a lower-case name
+    of a proper name's entity ('london' in cased text) and stop words are not."""
+    doc = linker.nlp("The physicist met two poets from london in Paris.")
+    found = {m.text: m.label for m in linker.finder.find(doc)}
+    assert found.get("physicist") == "NOUN" and found.get("poets") == "NOUN"
+    assert found.get("london") != "NOUN" and found.get("Paris") not in (None, "NOUN")  # names, not concepts
+    assert not {"The", "two", "from", "in"} & set(found)
+    from kg.link.features import FEATURES, featurize
+
+    mentions = linker.finder.find(doc)
+    rows = featurize(linker.context, mentions, linker.candidates.generate(mentions), None, len(doc.text))
+    noun = FEATURES.index("noun_mention")
+    by_text = {m.text: r for m, r in zip(mentions, rows, strict=True) if len(r)}
+    assert by_text["physicist"][:, noun].all() and not by_text["Paris"][:, noun].any()
+    freq = FEATURES.index("word_freq")
+    assert (
+        0.0 < by_text["physicist"][0, freq] < by_text["poets"][0, freq] + 0.5
+    )  # frequencies of English words
+
+
+def test_train_holds_out_each_corpus_and_chooses_two_thresholds(bundle: Bundle) -> None:
+    from kg.link.train import train_linker
+
+    trainee = bundle.linker_to_train()  # the bundle's names and vectors, no scorer read
+    sets = corpora()
+    report = train_linker(trainee, sets, with_sentences=False, caseless=False)
+    assert report.held_out == "corpus" and report.folds == 3
+    for name in sets:  # each set scored by a scorer trained on the other two
+        r = report.sets[name]
+        assert {"precision", "recall", "f1", "mention_recall", "nil_precision", "nil_recall"} <= set(r)
+        assert r["mention_recall"] > 0.9 and r["gold"] > 0
+    assert report.sets["jobs"]["recall"] > 0  # concepts were found and linked
+    assert 0.05 <= report.threshold <= 0.85 and 0.05 <= report.concept_threshold <= 0.85
+    assert set(report.set_curves) == set(sets)
+    assert trainee.min_score == report.threshold and trainee.concept_min_score == report.concept_threshold
+    assert {"Q64", "Q183"} <= {x.qid for x in trainee.link("Berlin is the capital of Germany.")}
+
+
+def test_cli_link_train_takes_several_files_and_reports_each_held_out(tmp_path: Path) -> None:
+    paths = []
+    for name, docs in corpora().items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+        paths += ["--data", str(path)]
+    out = tmp_path / "linker"
+    p = subprocess.run(
+        [KGPIPE, "link", "train", *paths, "--out", str(out), "--no-caseless", "--no-sentences"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    out_text = p.stdout + p.stderr
+    assert "leave-one-corpus-out" in out_text
+    for name in ("capitals", "people", "jobs"):
+        assert name in out_text
+    scorer = json.loads((out / "scorer.json").read_text())
+    assert 0.0 < scorer["threshold"] < 1.0 and 0.0 < scorer["concept_threshold"] < 1.0
+    linked = subprocess.run(
+        [KGPIPE, "link", paths[1], "--out", str(tmp_path / "linked.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert linked.returncode == 0, linked.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    from pipeline import load
+
+    return load()
+
+
+@pytest.fixture(scope="module")
+def linker(bundle: Bundle) -> Linker:
+    return bundle.linker
