@@ -140,7 +140,9 @@ def aida_cv(args: argparse.Namespace) -> None:
     )
     result = {
         "held_out": f"aida-conll-dev, {args.folds} folds by document; every other set always in training",
+        "thresholds_chosen_on": "aida-conll-dev's own cross-validated predictions",
         "threshold": report.threshold,
+        "concept_threshold": report.concept_threshold,
         "sets": report.sets,
     }
     (ROOT / "benchmarks" / "results" / "el_aida_cv.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -71,27 +71,36 @@ class KGLinkerComponent:
         docs = list(docs)
         vectors = self.linker.doc_vectors([doc.text for doc in docs])
         return [
-            self.linker.disambiguate(self.linker.finder.find(doc), keep_nil=self.keep_nil, doc_vector=v)
+            self.linker.disambiguate(
+                self.linker.finder.find(doc), keep_nil=self.keep_nil, doc_vector=v, text_length=len(doc.text)
+            )
             for doc, v in zip(docs, vectors, strict=True)
         ]
 
     def set_annotations(self, docs: Iterable[Doc], linked: list[list[LinkedEntity]]) -> None:
         """Every NER entity stays; a linked mention gives its QID to the NER entity it is (or, as
         'Reagan' in "Reagan 's", the one NER entity it alone lies in); the others join `doc.ents`
-        where they overlap nothing. All linked mentions go to `doc.spans["kg_entities"]`."""
+        where they overlap nothing. Concepts ('physicist', label CONCEPT) are no named entities and
+        stay out of `doc.ents`. All linked mentions go to `doc.spans["kg_entities"]`."""
         for doc, entities in zip(docs, linked, strict=True):
             ents = list(doc.ents)
             group: list[Span] = []
             inside: dict[int, list[Span]] = {}  # NER entity index → linked spans within it
             extra: list[Span] = []
             for x in entities:
-                label = x.label if x.label not in ("ALIAS", "NOUN", "PART") else "ENTITY"  # no NER type
+                label = (
+                    "CONCEPT"
+                    if x.label == "NOUN"
+                    else x.label
+                    if x.label not in ("ALIAS", "PART")
+                    else "ENTITY"
+                )  # ALIAS, PART: no NER type
                 span = doc.char_span(x.start, x.end, label=label, kb_id=x.qid, alignment_mode="expand")
                 if span is None:
                     continue
                 span._.kg_score = x.score if x.qid else None
                 group.append(span)
-                if not x.qid:
+                if not x.qid or label == "CONCEPT":
                     continue
                 hosts = [i for i, e in enumerate(ents) if e.start < span.end and span.start < e.end]
                 if len(hosts) == 1 and ents[hosts[0]].start <= span.start and span.end <= ents[hosts[0]].end:

@@ -178,6 +178,11 @@ def test_spacy_component_keeps_every_ner_entity_and_adds_kb_ids() -> None:
     doc = nlp("President Bill Clinton flew to paris.")
     ents = {e.text: e.kb_id_ for e in doc.ents}
     assert "Q1124" in ents.values()
+    # a concept linked ('physicist') is in the span group, labelled CONCEPT, and not in doc.ents
+    doc = nlp("The theoretical physicist Albert Einstein was a physicist who lived in Berlin.")
+    concepts = [s for s in doc.spans["kg_entities"] if s.label_ == "CONCEPT"]
+    assert [(s.text, s.kb_id_) for s in concepts] == [("physicist", "Q169470")] * 2
+    assert not any(e.label_ == "CONCEPT" or e.text == "physicist" for e in doc.ents)
 
 
 def test_spacy_component_sets_kb_ids_and_scores() -> None:

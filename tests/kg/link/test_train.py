@@ -92,7 +92,7 @@ def test_train_holds_out_each_corpus_and_chooses_two_thresholds(bundle: Bundle) 
 
     trainee = bundle.linker_to_train()  # the bundle's names and vectors, no scorer read
     sets = corpora()
-    report = train_linker(trainee, sets, with_sentences=False, caseless=False)
+    report = train_linker(trainee, sets, with_sentences=False, caseless=False, balance=True)
     assert report.held_out == "corpus" and report.folds == 3
     for name in sets:  # each set scored by a scorer trained on the other two
         r = report.sets[name]
