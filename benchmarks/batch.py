@@ -120,7 +120,10 @@ def child(mode: str, path: Path) -> None:
             vecs = linker.doc_vectors(chunk)
             t2 = time.perf_counter()
             linker.candidates.prefetch([m for ms in found for m in ms])
-            linked = [linker.disambiguate(ms, False, v) for ms, v in zip(found, vecs, strict=True)]
+            linked = [
+                linker.disambiguate(ms, False, v, text_length=len(t))
+                for t, ms, v in zip(chunk, found, vecs, strict=True)
+            ]
             t3 = time.perf_counter()
             for text, ls in zip(chunk, linked, strict=True):
                 ents = [Entity(x.start, x.end, x.text, x.qid, x.score, x.label, "") for x in ls if x.qid]

@@ -34,7 +34,8 @@ class KGLinkerComponent:
     kg (str | None): KG folder or file; the default bundle's (FB15k-237) when None.
     linker (str | None): a linker folder (`kgpipe link train`); the default bundle's when None. Its
         scorer and names serve any KG; its entity vectors are used when it was built for `kg`.
-    min_score (float | None): NIL below this confidence (0 to 1); the trained scorer's threshold when None.
+    min_score (float | None): NIL below this confidence (0 to 1), for names and concepts alike; the
+        trained scorer's thresholds (one for names, one for concepts) when None.
     keep_nil (bool): also put the mentions judged NIL into `doc.spans["kg_entities"]`, with an
         empty `kb_id_` (the NER's own entities stay in `doc.ents` either way).
     embedder (texts → unit vectors | None): for context similarity; by default the MiniLM text
@@ -102,8 +103,10 @@ class KGLinkerComponent:
                 group.append(span)
                 if not x.qid or label == "CONCEPT":
                     continue
+                # a hashtag's '#' is a token of its own, outside the NER entity of the name ('#Astros')
+                core = span[1:] if span.text.startswith("#") and len(span) > 1 else span
                 hosts = [i for i, e in enumerate(ents) if e.start < span.end and span.start < e.end]
-                if len(hosts) == 1 and ents[hosts[0]].start <= span.start and span.end <= ents[hosts[0]].end:
+                if len(hosts) == 1 and ents[hosts[0]].start <= core.start and core.end <= ents[hosts[0]].end:
                     inside.setdefault(hosts[0], []).append(span)
                 elif not hosts:
                     extra.append(span)

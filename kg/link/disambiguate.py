@@ -71,8 +71,10 @@ class Scorer:
 
     def for_mentions(self, mentions: list[Mention]) -> Scorer:
         """The scorer for a document with these mentions: the caseless one when no mention has a
-        capital letter (the text had none, or NER and the alias matcher found nothing else)."""
-        if self.caseless is not None and mentions and all(without_capitals(m.text) for m in mentions):
+        capital letter (the text had none, or NER and the alias matcher found nothing else);
+        concepts ('physicist', lower-case in any text) do not count."""
+        names = [m for m in mentions if m.label != "NOUN"]  # concepts are lower-case in any text
+        if self.caseless is not None and names and all(without_capitals(m.text) for m in names):
             return self.caseless
         return self
 
@@ -148,6 +150,10 @@ class Scorer:
         """`groups`: per mention its candidate rows; `gold`: the right row, or -1 (NIL / not found);
         `weights`: per mention, how much the confidence model heeds it (default all 1)."""
         known = [(g, i) for g, i in zip(groups, gold, strict=True) if i >= 0 and len(g)]
+        if not known:
+            raise ValueError(
+                "no mention to learn from: none of the training mentions has its gold entity among its candidates"
+            )
         relevant = np.concatenate([np.arange(len(g)) == i for g, i in known]).astype(np.float32)
         self.rank = lgb.train(
             {**TREE_PARAMS, "objective": RANK_OBJECTIVE, "seed": seed},
@@ -201,6 +207,8 @@ class Scorer:
                 [d for d, f in zip(documents, fold, strict=True) if f != k],
                 [w for w, f in zip(doc_weight, fold, strict=True) if f != k],
             )
+            if not any(g >= 0 for g in kg_):  # a fold with nothing else to learn from (few documents)
+                continue
             first = Scorer().fit(kf, kg_, seed=seed, weights=kw if weights is not None else None)
             for (cands, feats, golds, names), f, w in zip(documents, fold, doc_weight, strict=True):
                 if f == k:

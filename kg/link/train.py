@@ -21,10 +21,12 @@ from kg.io import read_json_lines
 from kg.link.aliases import Candidate, normalize
 from kg.link.disambiguate import Scorer
 from kg.link.features import featurize
+from kg.link.linker import PIECE_CHARS  # longer texts are linked in pieces of this length
 from kg.link.mentions import Mention
 
 if TYPE_CHECKING:
     from kg.link.linker import Linker
+
 
 Prediction = set[tuple[int, int, str, float]]  # (start, end, QID, score) of each linked mention
 Example = tuple[list[list[Candidate]], list[np.ndarray], list[int], list[str]]
@@ -133,7 +135,7 @@ def featurized(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> li
                 doc,
                 mentions,
                 cands,
-                featurize(linker.context, mentions, cands, vec, len(doc["text"])),
+                featurize(linker.context, mentions, cands, vec, min(len(doc["text"]), PIECE_CHARS)),
                 rows,
                 names,
             )
@@ -256,7 +258,8 @@ class TrainReport:
     sets: dict[str, dict[str, float]] = field(default_factory=dict)  # per set (and per variant)
     curve: list[tuple[float, float]] = field(default_factory=list)  # (threshold, mean held-out F1)
     set_curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # per set
-    held_out: str = "documents"  # what a fold holds out: "documents" (k-fold) or "corpus" (one set each)
+    # what a fold holds out: "documents" (k-fold), "corpus" (one set each) or "given" (`fold_of`)
+    held_out: str = "documents"
 
 
 def corpus_folds(sets: dict[str, list[dict[str, Any]]]) -> list[int]:
@@ -288,7 +291,9 @@ def train_linker(
     `progress(message)` hears of each step.
     """
     held_out = held_out or ("corpus" if len(sets) >= 3 else "documents")
-    if held_out not in ("corpus", "documents"):
+    if fold_of is not None:
+        held_out = "given"
+    if held_out not in ("corpus", "documents", "given"):
         raise ValueError(f"held_out is 'corpus' or 'documents', not {held_out!r}")
     if held_out == "documents" and folds < 2:
         raise ValueError(f"folds must be at least 2, not {folds}")
@@ -304,7 +309,11 @@ def train_linker(
             "--data", None, f"{len(docs)} documents, fewer than the {folds} folds", "Give more documents"
         )
     if fold_of is not None:
-        fold = np.asarray(fold_of)
+        fold = np.asarray(fold_of, dtype=np.int64)
+        if len(fold) != len(docs) or not (fold >= 0).any():
+            raise ValueError(
+                f"fold_of: one fold (or -1) per document, some >= 0; got {len(fold)} for {len(docs)} documents"
+            )
     elif held_out == "corpus":
         fold = np.asarray(corpus_folds(sets))
     else:
@@ -359,7 +368,16 @@ def train_linker(
             if held_out == "corpus" and fold_of is None
             else f"fold {k + 1} of {folds}"
         )
-        linker.scorer = fit(lambda f, k=k: f != k)  # type: ignore[misc]
+        try:
+            linker.scorer = fit(lambda f, k=k: f != k)  # type: ignore[misc]
+        except ValueError as e:
+            what = names[k] if held_out == "corpus" else f"fold {k + 1}"
+            raise KGFormatError(
+                "--data",
+                None,
+                f"holding out {what}: {e}",
+                "Give more labelled documents, with entities of the KG",
+            ) from e
         ids = [i for i, f in enumerate(fold) if f == k]
         for i, pred in zip(ids, rescored(linker, [documents[i] for i in ids], qids), strict=True):
             held[i] = pred
@@ -392,6 +410,10 @@ def train_linker(
     )
     a, b = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
     threshold, concept_threshold, best = grid[a], grid[b], float(mean[a, b])
+    if not any(m.label == "NOUN" for i in scored for m in documents[i].mentions):
+        # no concept was held out: nothing chose its threshold, which then is the names'
+        concept_threshold, b = threshold, a
+        best = float(mean[a, b])
     curve = [(t, float(mean[j, b])) for j, t in enumerate(grid)]
     per_set = {name: table[k, :, b].tolist() for k, name in enumerate(by_set)}
     report: dict[str, dict[str, float]] = {}

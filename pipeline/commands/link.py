@@ -41,7 +41,11 @@ def link(
     ] = False,
     min_score: Annotated[
         float | None,
-        typer.Option("--min-score", help="NIL below this score, 0 to 1 (default: the scorer's threshold)"),
+        typer.Option(
+            "--min-score",
+            help="NIL below this score, 0 to 1, for names and concepts alike (default: the scorer's "
+            "two thresholds, one for names, one for concepts)",
+        ),
     ] = None,
     bundle: BundleOpt = None,
 ) -> None:

@@ -183,6 +183,11 @@ def test_spacy_component_keeps_every_ner_entity_and_adds_kb_ids() -> None:
     concepts = [s for s in doc.spans["kg_entities"] if s.label_ == "CONCEPT"]
     assert [(s.text, s.kb_id_) for s in concepts] == [("physicist", "Q169470")] * 2
     assert not any(e.label_ == "CONCEPT" or e.text == "physicist" for e in doc.ents)
+    # a hashtag is linked with its '#' and gives its QID to the NER entity of the name
+    doc = nlp("Watching the #Astros beat the Yankees tonight")
+    tags = [(s.text, s.kb_id_) for s in doc.spans["kg_entities"] if s.text.startswith("#")]
+    assert tags and tags[0][1], [(s.text, s.kb_id_) for s in doc.spans["kg_entities"]]
+    assert tags[0][1] in {e.kb_id_ for e in doc.ents}
 
 
 def test_spacy_component_sets_kb_ids_and_scores() -> None:

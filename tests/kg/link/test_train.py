@@ -135,6 +135,30 @@ def test_cli_link_train_takes_several_files_and_reports_each_held_out(tmp_path: 
     assert linked.returncode == 0, linked.stderr[-2000:]
 
 
+def test_one_set_is_cross_validated_and_given_folds_keep_the_rest_in_training(
+    bundle: Bundle, tmp_path: Path
+) -> None:
+    from kg.link.linker import Linker
+    from kg.link.train import train_linker
+
+    trainee = bundle.linker_to_train()
+    sets = corpora()
+    one = {"mixed": sets["capitals"] + sets["jobs"]}
+    report = train_linker(trainee, one, folds=2, with_sentences=False, caseless=False)
+    assert report.held_out == "documents" and report.folds == 2 and set(report.sets) == {"mixed"}
+    # only the capitals are scored (two folds); the other sets always train
+    fold_of = [i % 2 for i in range(len(sets["capitals"]))] + [-1] * (len(sets["people"]) + len(sets["jobs"]))
+    report = train_linker(trainee, sets, fold_of=fold_of, with_sentences=False, caseless=False)
+    assert report.held_out == "given" and set(report.sets) == {"capitals"}
+    assert report.concept_threshold == report.threshold  # no concept held out: nothing chose its own
+    with pytest.raises(ValueError, match="fold_of"):
+        train_linker(trainee, sets, fold_of=[-1] * len(fold_of))
+    # the thresholds travel with the saved linker
+    trainee.save(tmp_path / "linker")
+    again = Linker.load(tmp_path / "linker", trainee.kg, nlp=trainee.nlp, embed=trainee.embed)
+    assert (again.min_score, again.concept_min_score) == (trainee.min_score, trainee.concept_min_score)
+
+
 @pytest.fixture(scope="module")
 def bundle() -> Bundle:
     from pipeline import load
