@@ -173,6 +173,29 @@ def cut(doc: Featurized, pred: Prediction, threshold: float, concept_threshold: 
     return {x for x in pred if x[3] >= (concept_threshold if (x[0], x[1]) in concepts else threshold)}
 
 
+def f1_grid(
+    docs: Sequence[Featurized], preds: Sequence[Prediction], qids: set[str], grid: Sequence[float]
+) -> np.ndarray:
+    """F1 of `preds` at every pair of thresholds (names, concepts) of `grid`: float[len(grid),
+    len(grid)], what `f1_at` of `cut` gives at each pair, counted once and then thresholded."""
+    gold_n, rows = 0, []  # rows: (score, is a concept, is right) per prediction
+    for f, pred in zip(docs, preds, strict=True):
+        gold = gold_of(f.doc, qids)
+        gold_n += len(gold)
+        concepts = {(m.start, m.end) for m in f.mentions if m.label == "NOUN"}
+        rows += [(x[3], (x[0], x[1]) in concepts, (x[0], x[1], x[2]) in gold) for x in pred]
+    score, concept, right = np.array(rows, dtype=np.float64).reshape(-1, 3).T
+    g = np.asarray(grid, dtype=np.float64)
+    # kept at (t, tc): a name whose score >= t, a concept whose score >= tc
+    names_kept = (score[None, :] >= g[:, None]) & (concept[None, :] == 0)  # [t, prediction]
+    concepts_kept = (score[None, :] >= g[:, None]) & (concept[None, :] == 1)  # [tc, prediction]
+    tp = (names_kept @ right)[:, None] + (concepts_kept @ right)[None, :]
+    n_pred = names_kept.sum(axis=1)[:, None] + concepts_kept.sum(axis=1)[None, :]
+    p = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
+    r = tp / gold_n if gold_n else np.zeros_like(tp)
+    return np.divide(2 * p * r, p + r, out=np.zeros_like(tp), where=(p + r) > 0)
+
+
 def stages(
     docs: Sequence[Featurized],
     qids: set[str],
@@ -399,8 +422,8 @@ def train_linker(
         return f1_at([docs[i] for i in ids], qids, [cut(documents[i], held[i], t, tc) for i in ids], 0.0)
 
     table = np.array(
-        [[[at(ids, t, tc)["f1"] for tc in grid] for t in grid] for ids in by_set.values()]
-    )  # [set, name threshold, concept threshold]
+        [f1_grid([documents[i] for i in ids], [held[i] for i in ids], qids, grid) for ids in by_set.values()]
+    )
     mean = table.mean(axis=0)
     # the surface is flat near its top, where a single point's lead is noise: choose the pair
     # whose neighbourhood (it and the grid points around it) scores best
