@@ -412,9 +412,8 @@ class Linker:
         cands = self.candidates.generate(mentions) if candidates is None else candidates
         if features is None:
             features = featurize(self.context, mentions, cands, doc_vector, text_length)
-        feats = features
         decisions = self.scorer.for_mentions(mentions).decide(
-            self.context, cands, feats, [normalize(m.text) for m in mentions]
+            self.context, cands, features, [normalize(m.text) for m in mentions]
         )
         # a surname is as sure as the full name it repeats ('Obama' after 'Barack Obama'), when
         # both chose the same entity: the full name carried the evidence

@@ -114,6 +114,11 @@ class Featurized:
     def example(self) -> Example:
         return (self.candidates, self.features, self.rows, self.names)
 
+    @property
+    def concept_spans(self) -> set[tuple[int, int]]:
+        """(start, end) of its concept (NOUN) mentions, which have a NIL threshold of their own."""
+        return {(m.start, m.end) for m in self.mentions if m.label == "NOUN"}
+
 
 def featurized(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list[Featurized]:
     """Mentions, candidates and features of every document (see `Featurized`)."""
@@ -143,12 +148,6 @@ def featurized(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> li
     return out
 
 
-def examples(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list[Example]:
-    """Per document, per detected mention: its candidates, their feature rows, the gold row
-    (-1: NIL or not among the candidates) and its normalised text."""
-    return [f.example for f in featurized(linker, docs, qids)]
-
-
 def rescored(linker: Linker, docs: Sequence[Featurized], qids: set[str]) -> list[Prediction]:
     """`predictions` of the linker's current scorer on documents featurized before (the same
     mentions, candidates and features: only the decisions are made again)."""
@@ -169,7 +168,7 @@ def rescored(linker: Linker, docs: Sequence[Featurized], qids: set[str]) -> list
 def cut(doc: Featurized, pred: Prediction, threshold: float, concept_threshold: float) -> Prediction:
     """The predictions that pass the NIL decision: `threshold` for names, `concept_threshold` for
     concepts (NOUN mentions)."""
-    concepts = {(m.start, m.end) for m in doc.mentions if m.label == "NOUN"}
+    concepts = doc.concept_spans
     return {x for x in pred if x[3] >= (concept_threshold if (x[0], x[1]) in concepts else threshold)}
 
 
@@ -182,7 +181,7 @@ def f1_grid(
     for f, pred in zip(docs, preds, strict=True):
         gold = gold_of(f.doc, qids)
         gold_n += len(gold)
-        concepts = {(m.start, m.end) for m in f.mentions if m.label == "NOUN"}
+        concepts = f.concept_spans
         rows += [(x[3], (x[0], x[1]) in concepts, (x[0], x[1], x[2]) in gold) for x in pred]
     score, concept, right = np.array(rows, dtype=np.float64).reshape(-1, 3).T
     g = np.asarray(grid, dtype=np.float64)
@@ -229,21 +228,6 @@ def stages(
         "nil_precision": dropped_wrong / dropped if dropped else 0.0,
         "nil_recall": dropped_wrong / wrong if wrong else 0.0,
     }
-
-
-def predictions(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list[Prediction]:
-    """Every linked mention with its score (no NIL cut), inside each doc's evaluation span."""
-    out = []
-    for doc, linked in zip(docs, linker.link_many([d["text"] for d in docs], min_score=0.0), strict=True):
-        lo, hi = doc.get("evaluation_span") or [0, len(doc["text"])]
-        out.append(
-            {
-                (x.start, x.end, x.qid, x.score)
-                for x in linked
-                if x.qid in qids and lo <= x.start and x.end <= hi
-            }
-        )
-    return out
 
 
 def f1_at(
@@ -433,7 +417,7 @@ def train_linker(
     )
     a, b = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
     threshold, concept_threshold, best = grid[a], grid[b], float(mean[a, b])
-    if not any(m.label == "NOUN" for i in scored for m in documents[i].mentions):
+    if not any(documents[i].concept_spans for i in scored):
         # no concept was held out: nothing chose its threshold, which then is the names'
         concept_threshold, b = threshold, a
         best = float(mean[a, b])
