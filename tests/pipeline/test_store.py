@@ -170,7 +170,12 @@ def extraction(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("extraction")
     docs = [json.loads(line) for line in corpus_lines(40)]  # the sample, repeated, where ../shared is absent
-    lines = [json.dumps({**d, "id": f"{d['id']}-{i}"}) for i, d in enumerate(docs)]
+    seen: set[str] = set()  # ids and titles unique, also where the sample repeats
+    lines = []
+    for i, d in enumerate(docs):
+        title = d["title"] if d["title"] not in seen else f"{d['title']} ({i})"
+        seen.add(title)
+        lines.append(json.dumps({**d, "id": f"{d['id']}-{i}", "title": title}))
     (root / "in.jsonl").write_text("\n".join(lines) + "\n")
     run([root / "in.jsonl"], root / "x", workers=1, partition_size=20)
     return root
