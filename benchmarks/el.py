@@ -73,7 +73,7 @@ def train(args: argparse.Namespace) -> None:
     report = train_linker(
         linker,
         {name: load(name) for name in TRAIN_SETS},
-        balance=args.balance,
+        vote=args.vote,
         with_sentences=args.sentences,
         caseless=args.caseless,
         progress=lambda message: print(message, file=sys.stderr, flush=True),
@@ -97,10 +97,12 @@ def train(args: argparse.Namespace) -> None:
         "threshold_chosen_on": "the mean over the sets of their leave-one-corpus-out F1",
         "threshold": report.threshold,
         "concept_threshold": report.concept_threshold,
+        "nationality_threshold": report.nationality_threshold,
         "mean_f1_of_the_sets": report.f1_all,
         "curves": report.set_curves,
         "trained_on_sentences_too": args.sentences,
         "trained_on_lowercased_copies_too": args.caseless,
+        "each_set_one_vote_per_kind_of_mention": args.vote,
         "sets": report.sets,
     }
     (ROOT / "benchmarks" / "results" / "el_loco.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -109,7 +111,8 @@ def train(args: argparse.Namespace) -> None:
         f"({report.mentions_with_gold_candidate:,} with gold among candidates) -> {data / 'linker'}"
     )
     print(
-        f"leave-one-corpus-out, thresholds {report.threshold} (names), {report.concept_threshold} (concepts):"
+        f"leave-one-corpus-out, thresholds {report.threshold} (names), {report.concept_threshold} (concepts), "
+        f"{report.nationality_threshold} (nationality words):"
     )
     print(f"  {'set':40} {'P':>6} {'R':>6} {'F1':>6} {'ment R':>6} {'REL F1':>6}")
     for name, r in report.sets.items():
@@ -146,6 +149,7 @@ def aida_cv(args: argparse.Namespace) -> None:
         "thresholds_chosen_on": "aida-conll-dev's own cross-validated predictions",
         "threshold": report.threshold,
         "concept_threshold": report.concept_threshold,
+        "nationality_threshold": report.nationality_threshold,
         "sets": report.sets,
     }
     (ROOT / "benchmarks" / "results" / "el_aida_cv.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -272,14 +276,14 @@ def evaluate(args: argparse.Namespace) -> None:
         found = featurized(linker, docs, qids)
         preds = rescored(linker, found, qids)
         kept = [
-            cut(f, p, linker.min_score, linker.concept_min_score) for f, p in zip(found, preds, strict=True)
+            cut(f, p, linker.min_score, linker.concept_min_score, linker.nationality_min_score) for f, p in zip(found, preds, strict=True)
         ]
         results[name] = {
             "role": "train/tune" if name.split(",")[0] in TRAIN_SETS else "evaluation only",
             **f1_at(docs, qids, kept, 0.0),
             # where the recall goes: mentions found, gold among their candidates, top candidate
             # right, the NIL decision; and candidates and the top one given the gold spans
-            **stages(found, qids, preds, linker.min_score, linker.concept_min_score),
+            **stages(found, qids, preds, linker.min_score, linker.concept_min_score, linker.nationality_min_score),
             **candidate_recall(linker, docs, qids),
             "top_right_given_gold_span": top_given_span(linker, docs, qids),
             "ece": calibration(docs, qids, preds),
@@ -326,7 +330,10 @@ def main() -> None:
         help="do not train the scorer for text without capitals (on lower-cased copies of the documents)",
     )
     t.add_argument(
-        "--balance", action="store_true", help="weigh each set by 1/sqrt(its mentions) in the NIL decision"
+        "--no-vote",
+        dest="vote",
+        action="store_false",
+        help="every mention counts once in the NIL decision (default: each set one vote per kind of mention)",
     )
     e = sub.add_parser("eval")
     e.add_argument("--sets", nargs="*")

@@ -34,8 +34,8 @@ class KGLinkerComponent:
     kg (str | None): KG folder or file; the default bundle's (FB15k-237) when None.
     linker (str | None): a linker folder (`kgpipe link train`); the default bundle's when None. Its
         scorer and names serve any KG; its entity vectors are used when it was built for `kg`.
-    min_score (float | None): NIL below this confidence (0 to 1), for names and concepts alike; the
-        trained scorer's thresholds (one for names, one for concepts) when None.
+    min_score (float | None): NIL below this confidence (0 to 1), for names, concepts and
+        nationality words alike; the trained scorer's thresholds (one for each) when None.
     keep_nil (bool): also put the mentions judged NIL into `doc.spans["kg_entities"]`, with an
         empty `kb_id_` (the NER's own entities stay in `doc.ents` either way).
     embedder (texts → unit vectors | None): for context similarity; by default the MiniLM text

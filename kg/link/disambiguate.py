@@ -9,6 +9,7 @@ are clubs) and how many of them are its KG neighbours.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Scorer:
     collective: Scorer | None = None  # the second pass, over FEATURES + COLLECTIVE
     caseless: Scorer | None = None  # for text without capitals
     concept_threshold: float | None = None  # for NOUN mentions (concepts); None: `threshold`
+    nationality_threshold: float | None = None  # for NORP mentions ('Japanese'); None: `threshold`
 
     def for_mentions(self, mentions: list[Mention]) -> Scorer:
         """The scorer for a document with these mentions: the caseless one when no mention has a
@@ -182,14 +184,15 @@ class Scorer:
         row (-1: NIL or not among the candidates) and normalised text. The second pass learns from first-pass
         choices made by models that did not see the document (cross-fitting over `folds`), as it
         will meet them on new text; documents with the same `groups` id (a text and its sentences)
-        share a fold; `weights` (per document) weigh its mentions in the confidence model."""
+        share a fold; `weights` (per document: one number, or one per mention) weigh its mentions in
+        the confidence model."""
         doc_weight = weights if weights is not None else [1.0] * len(documents)
 
         def flat(docs: list, ws: list[float]) -> tuple[list[np.ndarray], list[int], list[float]]:
             triples = [
-                (f, g, w)
+                (f, g, float(wm))
                 for (_, feats, golds, _), w in zip(docs, ws, strict=True)
-                for f, g in zip(feats, golds, strict=True)
+                for f, g, wm in zip(feats, golds, _per_mention(w, len(feats)), strict=True)
                 if len(f)
             ]
             return [f for f, _, _ in triples], [g for _, g, _ in triples], [w for _, _, w in triples]
@@ -213,11 +216,11 @@ class Scorer:
             for (cands, feats, golds, names), f, w in zip(documents, fold, doc_weight, strict=True):
                 if f == k:
                     rows = first.with_collective(ctx, cands, feats, names)
-                    for row, g in zip(rows, golds, strict=True):
+                    for row, g, wm in zip(rows, golds, _per_mention(w, len(rows)), strict=True):
                         if len(row):
                             second.append(row)
                             second_gold.append(g)
-                            second_weight.append(w)
+                            second_weight.append(float(wm))
         self.collective = Scorer(threshold=self.threshold).fit(
             second, second_gold, seed=seed, weights=second_weight if weights is not None else None
         )
@@ -225,8 +228,9 @@ class Scorer:
 
     def state(self, names: list[str] = FEATURES) -> dict:
         out: dict[str, object] = {"features": names, "threshold": self.threshold}
-        if self.concept_threshold is not None:
-            out["concept_threshold"] = self.concept_threshold
+        for key in ("concept_threshold", "nationality_threshold"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         for key, model in (("rank", self.rank), ("confidence", self.confidence)):
             out[key] = None if model is None else model.model_to_string()
         if self.collective is not None:
@@ -276,7 +280,13 @@ class Scorer:
             cls.from_state(second, path, names + COLLECTIVE) if second else None,
             cls.from_state(caseless, path, names) if caseless else None,
             None if d.get("concept_threshold") is None else float(d["concept_threshold"]),
+            None if d.get("nationality_threshold") is None else float(d["nationality_threshold"]),
         )
+
+
+def _per_mention(weight: float | Sequence[float], n: int) -> np.ndarray:
+    """A document's weight for each of its `n` mentions: one number for all, or one each."""
+    return np.broadcast_to(np.asarray(weight, np.float64), (n,))
 
 
 def _default_weights(width: int) -> np.ndarray:

@@ -209,6 +209,12 @@ class Linker:
             if min_score is None and self.scorer.concept_threshold is not None
             else self.min_score
         )
+        # so have nationality words ('Japanese': Japan?), which one corpus links and most do not
+        self.nationality_min_score = (
+            self.scorer.nationality_threshold
+            if min_score is None and self.scorer.nationality_threshold is not None
+            else self.min_score
+        )
         # the text model reads in a second thread while spaCy tags (two cores for one call); a
         # process that is one of several workers on the machine turns it off and uses one core
         self.overlap = True
@@ -405,10 +411,13 @@ class Linker:
     ) -> list[LinkedEntity]:
         """Choose an entity for each mention (among `candidates`, generated here if not given, by
         their `features`, computed here if not given); NIL (below `min_score`, default the
-        linker's: `min_score` for names, `concept_min_score` for concepts) mentions are dropped
+        linker's: `min_score` for names, `concept_min_score` for concepts, `nationality_min_score`
+        for nationality words) mentions are dropped
         unless `keep_nil`."""
         threshold = self.min_score if min_score is None else min_score
         concept = self.concept_min_score if min_score is None else min_score
+        nationality = self.nationality_min_score if min_score is None else min_score
+        bar = {"NOUN": concept, "NORP": nationality}
         cands = self.candidates.generate(mentions) if candidates is None else candidates
         if features is None:
             features = featurize(self.context, mentions, cands, doc_vector, text_length)
@@ -424,7 +433,7 @@ class Linker:
                     decisions[i] = (bi, sj)
         out = []
         for m, cs, (best, score) in zip(mentions, cands, decisions, strict=True):
-            if cs and score >= (concept if m.label == "NOUN" else threshold):
+            if cs and score >= bar.get(m.label, threshold):
                 e = cs[best].entity
                 out.append(LinkedEntity(m.start, m.end, m.text, self.kg.qids[e], score, e, m.label))
                 continue

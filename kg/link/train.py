@@ -119,6 +119,11 @@ class Featurized:
         """(start, end) of its concept (NOUN) mentions, which have a NIL threshold of their own."""
         return {(m.start, m.end) for m in self.mentions if m.label == "NOUN"}
 
+    @property
+    def nationality_spans(self) -> set[tuple[int, int]]:
+        """(start, end) of its nationality words (NORP), which have a NIL threshold of their own."""
+        return {(m.start, m.end) for m in self.mentions if m.label == "NORP"}
+
 
 def featurized(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list[Featurized]:
     """Mentions, candidates and features of every document (see `Featurized`)."""
@@ -165,11 +170,18 @@ def rescored(linker: Linker, docs: Sequence[Featurized], qids: set[str]) -> list
     return out
 
 
-def cut(doc: Featurized, pred: Prediction, threshold: float, concept_threshold: float) -> Prediction:
+def cut(
+    doc: Featurized,
+    pred: Prediction,
+    threshold: float,
+    concept_threshold: float,
+    nationality_threshold: float | None = None,
+) -> Prediction:
     """The predictions that pass the NIL decision: `threshold` for names, `concept_threshold` for
-    concepts (NOUN mentions)."""
-    concepts = doc.concept_spans
-    return {x for x in pred if x[3] >= (concept_threshold if (x[0], x[1]) in concepts else threshold)}
+    concepts (NOUN mentions), `nationality_threshold` (default `threshold`) for nationality words."""
+    bar = dict.fromkeys(doc.nationality_spans, threshold if nationality_threshold is None else nationality_threshold)
+    bar |= dict.fromkeys(doc.concept_spans, concept_threshold)
+    return {x for x in pred if x[3] >= bar.get((x[0], x[1]), threshold)}
 
 
 def f1_grid(
@@ -201,6 +213,7 @@ def stages(
     preds: Sequence[Prediction],
     threshold: float,
     concept_threshold: float,
+    nationality_threshold: float | None = None,
 ) -> dict[str, float]:
     """Where the recall goes, stage by stage: `mention_recall` (gold spans of KG entities that
     mention detection found exactly), `candidate_recall` (of those, the share with the gold entity
@@ -211,7 +224,7 @@ def stages(
     for f, pred in zip(docs, preds, strict=True):
         gold = {(s, e): q for s, e, q in gold_of(f.doc, qids)}
         gold_n += len(gold)
-        passed = cut(f, pred, threshold, concept_threshold)
+        passed = cut(f, pred, threshold, concept_threshold, nationality_threshold)
         by_span = {(s, e): q for s, e, q, _ in pred}
         for m, row in zip(f.mentions, f.rows, strict=True):
             if (m.start, m.end) in gold:
@@ -257,6 +270,7 @@ class TrainReport:
 
     threshold: float
     concept_threshold: float
+    nationality_threshold: float
     folds: int
     documents: int
     mentions: int
@@ -267,6 +281,51 @@ class TrainReport:
     set_curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # per set
     # what a fold holds out: "documents" (k-fold), "corpus" (one set each) or "given" (`fold_of`)
     held_out: str = "documents"
+
+
+# kinds of mention whose annotation conventions differ between corpora: AIDA links nationality
+# words to their country, most sets do not; some sets link concepts ('physicist'), others never
+MENTION_KINDS = {
+    "PERSON": "person",
+    "ORG": "organisation",
+    "GPE": "place",
+    "LOC": "place",
+    "FAC": "place",
+    "NORP": "nationality",
+    "PART": "part of a name",
+    "ALIAS": "KG name beside NER",
+    "NOUN": "concept",
+}
+VOTE_FLOOR = 20  # a set's vote on a kind it has fewer mentions of shrinks in proportion
+
+
+def mention_kind(label: str) -> str:
+    """The kind of a mention (`MENTION_KINDS`; any other NER label: 'other name')."""
+    return MENTION_KINDS.get(label, "other name")
+
+
+def vote_weights(set_of: Sequence[str], documents: Sequence[Featurized]) -> dict[tuple[str, str], float]:
+    """(set, kind of mention) → the weight of each such mention in the confidence model, so that
+    every set has one vote on each kind: whether a corpus annotates nationality words or concepts
+    is its convention, and the largest set would otherwise decide it for all (AIDA's 562
+    nationality words outnumber all the other sets' together). A kind keeps its total weight (its
+    mentions over all sets), shared equally among the sets; a set with fewer than `VOTE_FLOOR`
+    mentions of a kind votes in proportion. `set_of`: each document's set."""
+    count: dict[tuple[str, str], int] = {}
+    for name, f in zip(set_of, documents, strict=True):
+        for m, cands in zip(f.mentions, f.candidates, strict=True):
+            if cands:
+                key = (name, mention_kind(m.label))
+                count[key] = count.get(key, 0) + 1
+    total: dict[str, int] = {}
+    for (_, kind), n in count.items():
+        total[kind] = total.get(kind, 0) + n
+    names = set(set_of)
+    return {
+        (name, kind): all_n / (len(names) * max(count.get((name, kind), 0), VOTE_FLOOR))
+        for name in names
+        for kind, all_n in total.items()
+    }
 
 
 def corpus_folds(sets: dict[str, list[dict[str, Any]]]) -> list[int]:
@@ -284,7 +343,7 @@ def train_linker(
     progress: Callable[[str], None] = lambda _: None,
     held_out: str | None = None,
     fold_of: Sequence[int] | None = None,
-    balance: bool = False,
+    vote: bool = True,
 ) -> TrainReport:
     """Fit `linker.scorer` on every document of `sets` (set name → ELEVANT documents).
 
@@ -293,9 +352,9 @@ def train_linker(
     trained on all the others (leave-one-corpus-out: the figure for text unlike any seen), else
     `folds`-fold cross-validation by document. `fold_of` gives each document's fold by hand (-1:
     always in training, never scored). The final scorer is then trained on everything. With
-    `balance` the confidence model (the NIL decision) weighs each set by the inverse square root
-    of its mentions, so that the largest set does not set every corpus's conventions alone.
-    `progress(message)` hears of each step.
+    `vote` and two or more sets, each set has one vote per kind of mention in the confidence
+    model (the NIL decision; see `vote_weights`): the largest set does not set every corpus's
+    conventions alone. `progress(message)` hears of each step.
     """
     held_out = held_out or ("corpus" if len(sets) >= 3 else "documents")
     if fold_of is not None:
@@ -341,12 +400,15 @@ def train_linker(
     lower_docs = featurized(linker, lower + lower_split, qids) if caseless else []
     lower_parent = list(range(len(lower))) + (parent if caseless else [])  # a copy keeps its fold
     held: list[Prediction] = [set()] * len(docs)
-    size = {
-        name: sum(len(x.rows) for x, (n, _) in zip(documents, named, strict=True) if n == name)
-        for name in sets
-    }
-    typical = float(np.mean([np.sqrt(max(v, 1)) for v in size.values()]))
-    weight = [typical / float(np.sqrt(max(size[n], 1))) if balance else 1.0 for n, _ in named]
+    voting = vote and len(sets) >= 2
+    cell = vote_weights([n for n, _ in named], documents) if voting else {}
+
+    def weight_of(i: int, f: Featurized) -> np.ndarray | float:
+        # a copy (a sentence, a lower-cased text) of document i, weighed by its own mentions' kinds
+        if not voting:
+            return 1.0
+        return np.array([cell.get((named[i][0], mention_kind(m.label)), 1.0) for m in f.mentions])
+
     held_short: list[Prediction] = [set()] * len(split)
     held_lower: list[Prediction] = [set()] * len(lower)
 
@@ -356,15 +418,19 @@ def train_linker(
             [x.example for x, f in zip(documents, fold, strict=True) if keep(f)]
             + [x.example for x, i in zip(short, short_parent, strict=True) if keep(fold[i])],
             groups=[i for i, f in enumerate(fold) if keep(f)] + [i for i in short_parent if keep(fold[i])],
-            weights=[weight[i] for i, f in enumerate(fold) if keep(f)]
-            + [weight[i] for i in short_parent if keep(fold[i])],
+            weights=[weight_of(i, x) for i, (x, f) in enumerate(zip(documents, fold, strict=True)) if keep(f)]
+            + [weight_of(i, x) for x, i in zip(short, short_parent, strict=True) if keep(fold[i])]
+            if voting
+            else None,
         )
         if caseless:
             scorer.caseless = Scorer(threshold=threshold).fit_documents(
                 linker.context,
                 [x.example for x, i in zip(lower_docs, lower_parent, strict=True) if keep(fold[i])],
                 groups=[i for i in lower_parent if keep(fold[i])],
-                weights=[weight[i] for i in lower_parent if keep(fold[i])],
+                weights=[weight_of(i, x) for x, i in zip(lower_docs, lower_parent, strict=True) if keep(fold[i])]
+                if voting
+                else None,
             )
         return scorer
 
@@ -402,8 +468,8 @@ def train_linker(
     # corpus will be), not the pooled mentions, where the largest set would decide for all
     by_set = {name: ids for name in sets for ids in [[i for i in scored if named[i][0] == name]] if ids}
 
-    def at(ids: list[int], t: float, tc: float) -> dict[str, float]:
-        return f1_at([docs[i] for i in ids], qids, [cut(documents[i], held[i], t, tc) for i in ids], 0.0)
+    def at(ids: list[int], t: float, tc: float, tn: float | None = None) -> dict[str, float]:
+        return f1_at([docs[i] for i in ids], qids, [cut(documents[i], held[i], t, tc, tn) for i in ids], 0.0)
 
     table = np.array(
         [f1_grid([documents[i] for i in ids], [held[i] for i in ids], qids, grid) for ids in by_set.values()]
@@ -421,6 +487,18 @@ def train_linker(
         # no concept was held out: nothing chose its threshold, which then is the names'
         concept_threshold, b = threshold, a
         best = float(mean[a, b])
+    # nationality words ('Japanese'): one corpus links them to their country, most do not; their
+    # threshold is chosen the same way, the other two kept, on a curve smoothed the same way
+    nationality_threshold = threshold
+    if any(documents[i].nationality_spans for i in scored):
+        by_tn = [
+            float(np.mean([at(ids, threshold, concept_threshold, tn)["f1"] for ids in by_set.values()]))
+            for tn in grid
+        ]
+        smooth_tn = [float(np.mean(by_tn[max(j - 1, 0) : j + 2])) for j in range(n)]
+        # where the curve is flat, the names' threshold stands
+        j = max(range(n), key=lambda j: (round(smooth_tn[j], 9), -abs(j - a)))
+        nationality_threshold, best = grid[j], by_tn[j]
     curve = [(t, float(mean[j, b])) for j, t in enumerate(grid)]
     per_set = {name: table[k, :, b].tolist() for k, name in enumerate(by_set)}
     report: dict[str, dict[str, float]] = {}
@@ -429,32 +507,42 @@ def train_linker(
         if not ids:
             continue
         report[name] = {
-            **at(ids, threshold, concept_threshold),
-            **stages([documents[i] for i in ids], qids, [held[i] for i in ids], threshold, concept_threshold),
+            **at(ids, threshold, concept_threshold, nationality_threshold),
+            **stages(
+                [documents[i] for i in ids],
+                qids,
+                [held[i] for i in ids],
+                threshold,
+                concept_threshold,
+                nationality_threshold,
+            ),
         }
         if with_sentences:
             sub = [j for j, i in enumerate(parent) if named[i][0] == name and fold[i] >= 0]
             report[f"{name}, sentence by sentence"] = f1_at(
                 [split[j] for j in sub],
                 qids,
-                [cut(short[j], held_short[j], threshold, concept_threshold) for j in sub],
+                [cut(short[j], held_short[j], threshold, concept_threshold, nationality_threshold) for j in sub],
                 0.0,
             )
         if caseless:
             report[f"{name}, lower-cased"] = f1_at(
                 [lower[i] for i in ids],
                 qids,
-                [cut(lower_docs[i], held_lower[i], threshold, concept_threshold) for i in ids],
+                [cut(lower_docs[i], held_lower[i], threshold, concept_threshold, nationality_threshold) for i in ids],
                 0.0,
             )
     progress("the final scorer, on every document")
     linker.scorer = fit(lambda f: True, threshold)
     linker.scorer.concept_threshold = concept_threshold
+    linker.scorer.nationality_threshold = nationality_threshold
     linker.min_score, linker.concept_min_score = threshold, concept_threshold
+    linker.nationality_min_score = nationality_threshold
     gold = [g for d in documents for cs, g in zip(d.candidates, d.rows, strict=True) if cs]
     return TrainReport(
         threshold,
         concept_threshold,
+        nationality_threshold,
         folds,
         len(docs),
         len(gold),

@@ -43,8 +43,8 @@ def link(
         float | None,
         typer.Option(
             "--min-score",
-            help="NIL below this score, 0 to 1, for names and concepts alike (default: the scorer's "
-            "two thresholds, one for names, one for concepts)",
+            help="NIL below this score, 0 to 1, for names, concepts and nationality words alike "
+            "(default: the scorer's three thresholds, one for each)",
         ),
     ] = None,
     bundle: BundleOpt = None,
@@ -119,6 +119,14 @@ def link_train(
         bool,
         typer.Option("--caseless/--no-caseless", help="also train the scorer for text without capitals"),
     ] = True,
+    vote: Annotated[
+        bool,
+        typer.Option(
+            "--vote/--no-vote",
+            help="with two or more --data files, each has one vote per kind of mention (nationality "
+            "words, concepts, ...) on whether such mentions are linked; --no-vote: each mention counts once",
+        ),
+    ] = True,
     bundle: BundleOpt = None,
     force: ForceOpt = False,
 ) -> None:
@@ -153,7 +161,13 @@ def link_train(
             progress.update(task, advance=1, description=message)
 
         report = train_linker(
-            linker, sets, folds=folds, with_sentences=sentences, caseless=caseless, progress=step
+            linker,
+            sets,
+            folds=folds,
+            with_sentences=sentences,
+            caseless=caseless,
+            progress=step,
+            vote=vote,
         )
     linker.save(out)
     how = (
@@ -164,8 +178,9 @@ def link_train(
     console.print(
         f"linker trained on {report.documents:,} documents ({report.mentions:,} mentions with candidates, "
         f"{report.mentions_with_gold_candidate:,} with the gold entity among them) in "
-        f"{time.perf_counter() - start:.0f} s; NIL thresholds {report.threshold} (names) and "
-        f"{report.concept_threshold} (concepts) chosen on {how} -> {out}"
+        f"{time.perf_counter() - start:.0f} s; NIL thresholds {report.threshold} (names), "
+        f"{report.concept_threshold} (concepts) and {report.nationality_threshold} (nationality words) "
+        f"chosen on {how} -> {out}"
     )
     table = Table(
         title=(

@@ -87,12 +87,12 @@ def test_concepts_are_mentions_that_the_scorer_judges(linker: Linker) -> None:
     )  # frequencies of English words
 
 
-def test_train_holds_out_each_corpus_and_chooses_two_thresholds(bundle: Bundle) -> None:
+def test_train_holds_out_each_corpus_and_chooses_three_thresholds(bundle: Bundle) -> None:
     from kg.link.train import train_linker
 
     trainee = bundle.linker_to_train()  # the bundle's names and vectors, no scorer read
     sets = corpora()
-    report = train_linker(trainee, sets, with_sentences=False, caseless=False, balance=True)
+    report = train_linker(trainee, sets, with_sentences=False, caseless=False)
     assert report.held_out == "corpus" and report.folds == 3
     for name in sets:  # each set scored by a scorer trained on the other two
         r = report.sets[name]
@@ -102,7 +102,15 @@ def test_train_holds_out_each_corpus_and_chooses_two_thresholds(bundle: Bundle) 
     assert 0.05 <= report.threshold <= 0.85 and 0.05 <= report.concept_threshold <= 0.85
     assert set(report.set_curves) == set(sets)
     assert trainee.min_score == report.threshold and trainee.concept_min_score == report.concept_threshold
+    assert trainee.nationality_min_score == report.nationality_threshold
     assert {"Q64", "Q183"} <= {x.qid for x in trainee.link("Berlin is the capital of Germany.")}
+    # nationality words have a threshold of their own: at 1 they are never linked, names still are
+    text = "Japanese exports to Germany rose."
+    trainee.nationality_min_score = 0.0
+    assert {"Japanese", "Germany"} <= {x.text for x in trainee.link(text)}
+    trainee.nationality_min_score = 1.0
+    assert {x.text for x in trainee.link(text)} == {"Germany"}
+    assert "Japanese" in {x.text for x in trainee.link_many([text], min_score=0.0)[0]}  # one given: all three
 
 
 def test_cli_link_train_takes_several_files_and_reports_each_held_out(tmp_path: Path) -> None:
@@ -150,13 +158,16 @@ def test_one_set_is_cross_validated_and_given_folds_keep_the_rest_in_training(
     fold_of = [i % 2 for i in range(len(sets["capitals"]))] + [-1] * (len(sets["people"]) + len(sets["jobs"]))
     report = train_linker(trainee, sets, fold_of=fold_of, with_sentences=False, caseless=False)
     assert report.held_out == "given" and set(report.sets) == {"capitals"}
-    assert report.concept_threshold == report.threshold  # no concept held out: nothing chose its own
+    # no concept or nationality word held out: nothing chose their own
+    assert report.concept_threshold == report.threshold == report.nationality_threshold
     with pytest.raises(ValueError, match="fold_of"):
         train_linker(trainee, sets, fold_of=[-1] * len(fold_of))
     # the thresholds travel with the saved linker
-    trainee.save(tmp_path / "linker")
-    again = Linker.load(tmp_path / "linker", trainee.kg, nlp=trainee.nlp, embed=trainee.embed)
+    trainee.scorer.nationality_threshold = 0.65
+    trainee.save(tmp_path / "linker2")
+    again = Linker.load(tmp_path / "linker2", trainee.kg, nlp=trainee.nlp, embed=trainee.embed)
     assert (again.min_score, again.concept_min_score) == (trainee.min_score, trainee.concept_min_score)
+    assert again.nationality_min_score == 0.65
 
 
 def test_the_threshold_grid_counts_as_f1_at_does() -> None:
@@ -194,3 +205,31 @@ def bundle() -> Bundle:
 @pytest.fixture(scope="module")
 def linker(bundle: Bundle) -> Linker:
     return bundle.linker
+
+
+def test_each_set_has_one_vote_per_kind_of_mention() -> None:
+    """A large set that links nationality words does not outvote two small ones that do not:
+    every set's mentions of a kind weigh the same in total, the kind keeping its total weight."""
+    import numpy as np
+
+    from kg.link.aliases import Candidate
+    from kg.link.mentions import Mention
+    from kg.link.train import VOTE_FLOOR, Featurized, mention_kind, vote_weights
+
+    def doc(labels: list[str]) -> Featurized:
+        mentions = [Mention(i, i + 1, "x", label) for i, label in enumerate(labels)]
+        cands = [[Candidate(0, 1.0, "alias")] for _ in labels]
+        return Featurized({"text": "x" * len(labels), "labels": []}, mentions, cands, [], [], [])
+
+    big = VOTE_FLOOR * 10
+    documents = [doc(["NORP"] * big + ["GPE"] * VOTE_FLOOR), doc(["NORP"] * VOTE_FLOOR), doc(["GPE"] * 3)]
+    w = vote_weights(["aida", "news", "tweets"], documents)
+    nationality, place = mention_kind("NORP"), mention_kind("GPE")
+    assert nationality == "nationality" and place == mention_kind("LOC") == "place"
+    # the two sets with nationality words weigh the same in total: each a third of the kind's
+    # total (the third set, without any, has a third it does not use)
+    totals = {s: w[(s, nationality)] * n for s, n in (("aida", big), ("news", VOTE_FLOOR))}
+    assert np.isclose(totals["aida"], totals["news"])
+    assert np.isclose(totals["aida"], (big + VOTE_FLOOR) / 3)
+    # three places, fewer than the floor: the tweets' vote shrinks in proportion (3 of 20)
+    assert np.isclose(w[("tweets", place)] * 3, w[("aida", place)] * VOTE_FLOOR * 3 / VOTE_FLOOR)
