@@ -276,14 +276,17 @@ def evaluate(args: argparse.Namespace) -> None:
         found = featurized(linker, docs, qids)
         preds = rescored(linker, found, qids)
         kept = [
-            cut(f, p, linker.min_score, linker.concept_min_score, linker.nationality_min_score) for f, p in zip(found, preds, strict=True)
+            cut(f, p, linker.min_score, linker.concept_min_score, linker.nationality_min_score)
+            for f, p in zip(found, preds, strict=True)
         ]
         results[name] = {
             "role": "train/tune" if name.split(",")[0] in TRAIN_SETS else "evaluation only",
             **f1_at(docs, qids, kept, 0.0),
             # where the recall goes: mentions found, gold among their candidates, top candidate
             # right, the NIL decision; and candidates and the top one given the gold spans
-            **stages(found, qids, preds, linker.min_score, linker.concept_min_score, linker.nationality_min_score),
+            **stages(
+                found, qids, preds, linker.min_score, linker.concept_min_score, linker.nationality_min_score
+            ),
             **candidate_recall(linker, docs, qids),
             "top_right_given_gold_span": top_given_span(linker, docs, qids),
             "ece": calibration(docs, qids, preds),

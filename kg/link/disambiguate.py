@@ -42,6 +42,8 @@ TREE_PARAMS: dict[str, object] = {
 }
 TREE_ROUNDS = 200
 RANK_OBJECTIVE = "lambdarank"
+# a document's weight in training: one number for all its mentions, or one per mention
+Weight = float | Sequence[float] | np.ndarray
 
 
 @dataclass
@@ -178,7 +180,7 @@ class Scorer:
         folds: int = 5,
         seed: int = 0,
         groups: list[int] | None = None,
-        weights: list[float] | None = None,
+        weights: Sequence[Weight] | None = None,
     ) -> Scorer:
         """Fit both passes. `documents`: per document, each mention's candidates, feature rows, gold
         row (-1: NIL or not among the candidates) and normalised text. The second pass learns from first-pass
@@ -186,9 +188,9 @@ class Scorer:
         will meet them on new text; documents with the same `groups` id (a text and its sentences)
         share a fold; `weights` (per document: one number, or one per mention) weigh its mentions in
         the confidence model."""
-        doc_weight = weights if weights is not None else [1.0] * len(documents)
+        doc_weight: Sequence[Weight] = weights if weights is not None else [1.0] * len(documents)
 
-        def flat(docs: list, ws: list[float]) -> tuple[list[np.ndarray], list[int], list[float]]:
+        def flat(docs: list, ws: Sequence[Weight]) -> tuple[list[np.ndarray], list[int], list[float]]:
             triples = [
                 (f, g, float(wm))
                 for (_, feats, golds, _), w in zip(docs, ws, strict=True)
@@ -284,7 +286,7 @@ class Scorer:
         )
 
 
-def _per_mention(weight: float | Sequence[float], n: int) -> np.ndarray:
+def _per_mention(weight: Weight, n: int) -> np.ndarray:
     """A document's weight for each of its `n` mentions: one number for all, or one each."""
     return np.broadcast_to(np.asarray(weight, np.float64), (n,))
 

@@ -179,7 +179,9 @@ def cut(
 ) -> Prediction:
     """The predictions that pass the NIL decision: `threshold` for names, `concept_threshold` for
     concepts (NOUN mentions), `nationality_threshold` (default `threshold`) for nationality words."""
-    bar = dict.fromkeys(doc.nationality_spans, threshold if nationality_threshold is None else nationality_threshold)
+    bar = dict.fromkeys(
+        doc.nationality_spans, threshold if nationality_threshold is None else nationality_threshold
+    )
     bar |= dict.fromkeys(doc.concept_spans, concept_threshold)
     return {x for x in pred if x[3] >= bar.get((x[0], x[1]), threshold)}
 
@@ -428,7 +430,9 @@ def train_linker(
                 linker.context,
                 [x.example for x, i in zip(lower_docs, lower_parent, strict=True) if keep(fold[i])],
                 groups=[i for i in lower_parent if keep(fold[i])],
-                weights=[weight_of(i, x) for x, i in zip(lower_docs, lower_parent, strict=True) if keep(fold[i])]
+                weights=[
+                    weight_of(i, x) for x, i in zip(lower_docs, lower_parent, strict=True) if keep(fold[i])
+                ]
                 if voting
                 else None,
             )
@@ -522,14 +526,20 @@ def train_linker(
             report[f"{name}, sentence by sentence"] = f1_at(
                 [split[j] for j in sub],
                 qids,
-                [cut(short[j], held_short[j], threshold, concept_threshold, nationality_threshold) for j in sub],
+                [
+                    cut(short[j], held_short[j], threshold, concept_threshold, nationality_threshold)
+                    for j in sub
+                ],
                 0.0,
             )
         if caseless:
             report[f"{name}, lower-cased"] = f1_at(
                 [lower[i] for i in ids],
                 qids,
-                [cut(lower_docs[i], held_lower[i], threshold, concept_threshold, nationality_threshold) for i in ids],
+                [
+                    cut(lower_docs[i], held_lower[i], threshold, concept_threshold, nationality_threshold)
+                    for i in ids
+                ],
                 0.0,
             )
     progress("the final scorer, on every document")
