@@ -98,6 +98,7 @@ def train(args: argparse.Namespace) -> None:
         "threshold": report.threshold,
         "concept_threshold": report.concept_threshold,
         "nationality_threshold": report.nationality_threshold,
+        "nationality_curve": report.nationality_curve,
         "mean_f1_of_the_sets": report.f1_all,
         "curves": report.set_curves,
         "trained_on_sentences_too": args.sentences,
@@ -142,11 +143,13 @@ def aida_cv(args: argparse.Namespace) -> None:
         linker,
         sets,
         fold_of=fold_of,
+        vote=args.vote,
         progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
     result = {
         "held_out": f"aida-conll-dev, {args.folds} folds by document; every other set always in training",
         "thresholds_chosen_on": "aida-conll-dev's own cross-validated predictions",
+        "each_set_one_vote_per_kind_of_mention": args.vote,
         "threshold": report.threshold,
         "concept_threshold": report.concept_threshold,
         "nationality_threshold": report.nationality_threshold,
@@ -342,6 +345,7 @@ def main() -> None:
     e.add_argument("--sets", nargs="*")
     a = sub.add_parser("aida-cv")
     a.add_argument("--folds", type=int, default=5)
+    a.add_argument("--no-vote", dest="vote", action="store_false", help="every mention counts once")
     args = ap.parse_args()
     {"train": train, "eval": evaluate, "aida-cv": aida_cv}[args.cmd](args)
 

@@ -288,7 +288,14 @@ class Scorer:
 
 def _per_mention(weight: Weight, n: int) -> np.ndarray:
     """A document's weight for each of its `n` mentions: one number for all, or one each."""
-    return np.broadcast_to(np.asarray(weight, np.float64), (n,))
+    w = np.asarray(weight, np.float64)
+    if w.ndim == 0:
+        return np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(
+            f"{w.size} weights for a document of {n} mentions: give one number or one per mention"
+        )
+    return w
 
 
 def _default_weights(width: int) -> np.ndarray:

@@ -151,7 +151,7 @@ def check_built_for(folder: Path, kg: KnowledgeGraph | None, whose: str = "this"
 
 
 class Linker:
-    """Entity linker over one KG. `min_score` overrides the scorer's NIL threshold.
+    """Entity linker over one KG. `min_score` overrides the scorer's NIL thresholds (all three).
 
     It reads no file by itself: its parts are given (`Linker(kg, scorer=..., ...)`), or read from
     a linker folder by `Linker.load(folder, kg, ...)`, the mirror of `save(folder)`; the bundle
@@ -203,7 +203,7 @@ class Linker:
         self.scorer = scorer or Scorer()
         self.min_score = self.scorer.threshold if min_score is None else min_score
         # concepts ('physicist') have a threshold of their own: whether a corpus means them is
-        # another question than which entity a name is (a given `min_score` sets both)
+        # another question than which entity a name is (a given `min_score` sets all three)
         self.concept_min_score = (
             self.scorer.concept_threshold
             if min_score is None and self.scorer.concept_threshold is not None

@@ -281,6 +281,8 @@ class TrainReport:
     sets: dict[str, dict[str, float]] = field(default_factory=dict)  # per set (and per variant)
     curve: list[tuple[float, float]] = field(default_factory=list)  # (threshold, mean held-out F1)
     set_curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # per set
+    # (nationality threshold, mean held-out F1) at the chosen names' and concepts' thresholds
+    nationality_curve: list[tuple[float, float]] = field(default_factory=list)
     # what a fold holds out: "documents" (k-fold), "corpus" (one set each) or "given" (`fold_of`)
     held_out: str = "documents"
 
@@ -310,9 +312,10 @@ def vote_weights(set_of: Sequence[str], documents: Sequence[Featurized]) -> dict
     """(set, kind of mention) → the weight of each such mention in the confidence model, so that
     every set has one vote on each kind: whether a corpus annotates nationality words or concepts
     is its convention, and the largest set would otherwise decide it for all (AIDA's 562
-    nationality words outnumber all the other sets' together). A kind keeps its total weight (its
-    mentions over all sets), shared equally among the sets; a set with fewer than `VOTE_FLOOR`
-    mentions of a kind votes in proportion. `set_of`: each document's set."""
+    nationality words outnumber all the other sets' together). A kind's total weight (its
+    mentions over all sets) divided equally among all the sets: a set with none of a kind leaves
+    its share unused, and a set with fewer than `VOTE_FLOOR` mentions of a kind votes in
+    proportion. `set_of`: each document's set. Counted on the documents a scorer is fitted on."""
     count: dict[tuple[str, str], int] = {}
     for name, f in zip(set_of, documents, strict=True):
         for m, cands in zip(f.mentions, f.candidates, strict=True):
@@ -403,38 +406,34 @@ def train_linker(
     lower_parent = list(range(len(lower))) + (parent if caseless else [])  # a copy keeps its fold
     held: list[Prediction] = [set()] * len(docs)
     voting = vote and len(sets) >= 2
-    cell = vote_weights([n for n, _ in named], documents) if voting else {}
-
-    def weight_of(i: int, f: Featurized) -> np.ndarray | float:
-        # a copy (a sentence, a lower-cased text) of document i, weighed by its own mentions' kinds
-        if not voting:
-            return 1.0
-        return np.array([cell.get((named[i][0], mention_kind(m.label)), 1.0) for m in f.mentions])
-
     held_short: list[Prediction] = [set()] * len(split)
     held_lower: list[Prediction] = [set()] * len(lower)
 
+    def fit_one(threshold: float, fitted: list[tuple[int, Featurized]]) -> Scorer:
+        """A scorer on `fitted` (parent document, example: a document or a copy of it, a sentence
+        or a lower-cased text); with the vote, each example's mentions weighed by the votes
+        counted on exactly these examples (the held-out set counts for nothing)."""
+        weights = None
+        if voting:
+            set_of = [named[i][0] for i, _ in fitted]
+            cell = vote_weights(set_of, [x for _, x in fitted])
+            weights = [
+                np.array([cell.get((s, mention_kind(m.label)), 1.0) for m in x.mentions])
+                for s, (_, x) in zip(set_of, fitted, strict=True)
+            ]
+        return Scorer(threshold=threshold).fit_documents(
+            linker.context, [x.example for _, x in fitted], groups=[i for i, _ in fitted], weights=weights
+        )
+
     def fit(keep: Callable[[int], bool], threshold: float = 0.5) -> Scorer:
-        scorer = Scorer(threshold=threshold).fit_documents(
-            linker.context,
-            [x.example for x, f in zip(documents, fold, strict=True) if keep(f)]
-            + [x.example for x, i in zip(short, short_parent, strict=True) if keep(fold[i])],
-            groups=[i for i, f in enumerate(fold) if keep(f)] + [i for i in short_parent if keep(fold[i])],
-            weights=[weight_of(i, x) for i, (x, f) in enumerate(zip(documents, fold, strict=True)) if keep(f)]
-            + [weight_of(i, x) for x, i in zip(short, short_parent, strict=True) if keep(fold[i])]
-            if voting
-            else None,
+        scorer = fit_one(
+            threshold,
+            [(i, x) for i, (x, f) in enumerate(zip(documents, fold, strict=True)) if keep(f)]
+            + [(i, x) for x, i in zip(short, short_parent, strict=True) if keep(fold[i])],
         )
         if caseless:
-            scorer.caseless = Scorer(threshold=threshold).fit_documents(
-                linker.context,
-                [x.example for x, i in zip(lower_docs, lower_parent, strict=True) if keep(fold[i])],
-                groups=[i for i in lower_parent if keep(fold[i])],
-                weights=[
-                    weight_of(i, x) for x, i in zip(lower_docs, lower_parent, strict=True) if keep(fold[i])
-                ]
-                if voting
-                else None,
+            scorer.caseless = fit_one(
+                threshold, [(i, x) for x, i in zip(lower_docs, lower_parent, strict=True) if keep(fold[i])]
             )
         return scorer
 
@@ -493,7 +492,7 @@ def train_linker(
         best = float(mean[a, b])
     # nationality words ('Japanese'): one corpus links them to their country, most do not; their
     # threshold is chosen the same way, the other two kept, on a curve smoothed the same way
-    nationality_threshold = threshold
+    nationality_threshold, by_tn = threshold, []
     if any(documents[i].nationality_spans for i in scored):
         by_tn = [
             float(np.mean([at(ids, threshold, concept_threshold, tn)["f1"] for ids in by_set.values()]))
@@ -561,5 +560,6 @@ def train_linker(
         report,
         curve,
         {name: list(zip(grid, c, strict=True)) for name, c in per_set.items()},
-        held_out,
+        held_out=held_out,
+        nationality_curve=list(zip(grid, by_tn, strict=False)),
     )

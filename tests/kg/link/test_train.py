@@ -134,6 +134,7 @@ def test_cli_link_train_takes_several_files_and_reports_each_held_out(tmp_path: 
         assert name in out_text
     scorer = json.loads((out / "scorer.json").read_text())
     assert 0.0 < scorer["threshold"] < 1.0 and 0.0 < scorer["concept_threshold"] < 1.0
+    assert 0.0 < scorer["nationality_threshold"] < 1.0
     linked = subprocess.run(
         [KGPIPE, "link", paths[1], "--out", str(tmp_path / "linked.jsonl")],
         capture_output=True,
@@ -233,3 +234,21 @@ def test_each_set_has_one_vote_per_kind_of_mention() -> None:
     assert np.isclose(totals["aida"], (big + VOTE_FLOOR) / 3)
     # three places, fewer than the floor: the tweets' vote shrinks in proportion (3 of 20)
     assert np.isclose(w[("tweets", place)] * 3, w[("aida", place)] * VOTE_FLOOR * 3 / VOTE_FLOOR)
+
+
+def test_cut_judges_names_concepts_and_nationality_words_each_by_their_threshold() -> None:
+    from kg.link.aliases import Candidate
+    from kg.link.mentions import Mention
+    from kg.link.train import Featurized, cut
+
+    mentions = [
+        Mention(0, 8, "Japanese", "NORP"),
+        Mention(9, 18, "physicist", "NOUN"),
+        Mention(22, 29, "Germany", "GPE"),
+    ]
+    f = Featurized({"text": "", "labels": []}, mentions, [[Candidate(0, 1.0, "alias")]] * 3, [], [], [])
+    pred = {(0, 8, "Q17", 0.5), (9, 18, "Q169470", 0.5), (22, 29, "Q183", 0.5)}
+    assert cut(f, pred, 0.4, 0.4) == pred  # nationality words default to the names' threshold
+    assert {x[0] for x in cut(f, pred, 0.4, 0.4, 0.6)} == {9, 22}
+    assert {x[0] for x in cut(f, pred, 0.4, 0.6, 0.4)} == {0, 22}
+    assert {x[0] for x in cut(f, pred, 0.6, 0.4, 0.4)} == {0, 9}
