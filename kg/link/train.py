@@ -315,7 +315,7 @@ def vote_weights(set_of: Sequence[str], documents: Sequence[Featurized]) -> dict
     nationality words outnumber all the other sets' together). A kind's total weight (its
     mentions over all sets) divided equally among all the sets: a set with none of a kind leaves
     its share unused, and a set with fewer than `VOTE_FLOOR` mentions of a kind votes in
-    proportion. `set_of`: each document's set. Counted on the documents a scorer is fitted on."""
+    proportion. `set_of`: each document's set."""
     count: dict[tuple[str, str], int] = {}
     for name, f in zip(set_of, documents, strict=True):
         for m, cands in zip(f.mentions, f.candidates, strict=True):
@@ -409,17 +409,18 @@ def train_linker(
     held_short: list[Prediction] = [set()] * len(split)
     held_lower: list[Prediction] = [set()] * len(lower)
 
+    # the votes, counted once on every set's documents (a copy, a sentence or a lower-cased text,
+    # is weighed by its own mentions' kinds with its set's counts)
+    cell = vote_weights([n for n, _ in named], documents) if voting else {}
+
     def fit_one(threshold: float, fitted: list[tuple[int, Featurized]]) -> Scorer:
         """A scorer on `fitted` (parent document, example: a document or a copy of it, a sentence
-        or a lower-cased text); with the vote, each example's mentions weighed by the votes
-        counted on exactly these examples (the held-out set counts for nothing)."""
+        or a lower-cased text), with the vote weighing each example's mentions."""
         weights = None
         if voting:
-            set_of = [named[i][0] for i, _ in fitted]
-            cell = vote_weights(set_of, [x for _, x in fitted])
             weights = [
-                np.array([cell.get((s, mention_kind(m.label)), 1.0) for m in x.mentions])
-                for s, (_, x) in zip(set_of, fitted, strict=True)
+                np.array([cell.get((named[i][0], mention_kind(m.label)), 1.0) for m in x.mentions])
+                for i, x in fitted
             ]
         return Scorer(threshold=threshold).fit_documents(
             linker.context, [x.example for _, x in fitted], groups=[i for i, _ in fitted], weights=weights
