@@ -150,6 +150,12 @@ def check_built_for(folder: Path, kg: KnowledgeGraph | None, whose: str = "this"
         )
 
 
+def nil_threshold(label: str, names: float, concepts: float, nationality: float) -> float:
+    """The score a mention with this label must reach to be linked: concepts (NOUN) and
+    nationality words (NORP) have thresholds of their own, every other mention the names'."""
+    return {"NOUN": concepts, "NORP": nationality}.get(label, names)
+
+
 class Linker:
     """Entity linker over one KG. `min_score` overrides the scorer's NIL thresholds (all three).
 
@@ -202,19 +208,15 @@ class Linker:
         self.context.transe = transe_rows(kg, transe, min_share=0.5)
         self.scorer = scorer or Scorer()
         self.min_score = self.scorer.threshold if min_score is None else min_score
+
         # concepts ('physicist') have a threshold of their own: whether a corpus means them is
-        # another question than which entity a name is (a given `min_score` sets all three)
-        self.concept_min_score = (
-            self.scorer.concept_threshold
-            if min_score is None and self.scorer.concept_threshold is not None
-            else self.min_score
-        )
-        # so have nationality words ('Japanese': Japan?), which one corpus links and most do not
-        self.nationality_min_score = (
-            self.scorer.nationality_threshold
-            if min_score is None and self.scorer.nationality_threshold is not None
-            else self.min_score
-        )
+        # another question than which entity a name is; so have nationality words ('Japanese':
+        # Japan?), which one corpus links and most do not (a given `min_score` sets all three)
+        def own(trained: float | None) -> float:
+            return self.min_score if min_score is not None or trained is None else trained
+
+        self.concept_min_score = own(self.scorer.concept_threshold)
+        self.nationality_min_score = own(self.scorer.nationality_threshold)
         # the text model reads in a second thread while spaCy tags (two cores for one call); a
         # process that is one of several workers on the machine turns it off and uses one core
         self.overlap = True
@@ -417,7 +419,6 @@ class Linker:
         threshold = self.min_score if min_score is None else min_score
         concept = self.concept_min_score if min_score is None else min_score
         nationality = self.nationality_min_score if min_score is None else min_score
-        bar = {"NOUN": concept, "NORP": nationality}
         cands = self.candidates.generate(mentions) if candidates is None else candidates
         if features is None:
             features = featurize(self.context, mentions, cands, doc_vector, text_length)
@@ -433,7 +434,7 @@ class Linker:
                     decisions[i] = (bi, sj)
         out = []
         for m, cs, (best, score) in zip(mentions, cands, decisions, strict=True):
-            if cs and score >= bar.get(m.label, threshold):
+            if cs and score >= nil_threshold(m.label, threshold, concept, nationality):
                 e = cs[best].entity
                 out.append(LinkedEntity(m.start, m.end, m.text, self.kg.qids[e], score, e, m.label))
                 continue

@@ -21,7 +21,7 @@ from kg.io import read_json_lines
 from kg.link.aliases import Candidate, normalize
 from kg.link.disambiguate import Scorer
 from kg.link.features import featurize
-from kg.link.linker import PIECE_CHARS  # longer texts are linked in pieces of this length
+from kg.link.linker import PIECE_CHARS, nil_threshold  # PIECE_CHARS: texts are linked in pieces
 from kg.link.mentions import Mention
 
 if TYPE_CHECKING:
@@ -119,11 +119,6 @@ class Featurized:
         """(start, end) of its concept (NOUN) mentions, which have a NIL threshold of their own."""
         return {(m.start, m.end) for m in self.mentions if m.label == "NOUN"}
 
-    @property
-    def nationality_spans(self) -> set[tuple[int, int]]:
-        """(start, end) of its nationality words (NORP), which have a NIL threshold of their own."""
-        return {(m.start, m.end) for m in self.mentions if m.label == "NORP"}
-
 
 def featurized(linker: Linker, docs: list[dict[str, Any]], qids: set[str]) -> list[Featurized]:
     """Mentions, candidates and features of every document (see `Featurized`)."""
@@ -179,11 +174,13 @@ def cut(
 ) -> Prediction:
     """The predictions that pass the NIL decision: `threshold` for names, `concept_threshold` for
     concepts (NOUN mentions), `nationality_threshold` (default `threshold`) for nationality words."""
-    bar = dict.fromkeys(
-        doc.nationality_spans, threshold if nationality_threshold is None else nationality_threshold
-    )
-    bar |= dict.fromkeys(doc.concept_spans, concept_threshold)
-    return {x for x in pred if x[3] >= bar.get((x[0], x[1]), threshold)}
+    tn = threshold if nationality_threshold is None else nationality_threshold
+    label = {(m.start, m.end): m.label for m in doc.mentions}
+    return {
+        x
+        for x in pred
+        if x[3] >= nil_threshold(label.get((x[0], x[1]), ""), threshold, concept_threshold, tn)
+    }
 
 
 def f1_grid(
@@ -494,7 +491,7 @@ def train_linker(
     # nationality words ('Japanese'): one corpus links them to their country, most do not; their
     # threshold is chosen the same way, the other two kept, on a curve smoothed the same way
     nationality_threshold, by_tn = threshold, []
-    if any(documents[i].nationality_spans for i in scored):
+    if any(m.label == "NORP" for i in scored for m in documents[i].mentions):
         by_tn = [
             float(np.mean([at(ids, threshold, concept_threshold, tn)["f1"] for ids in by_set.values()]))
             for tn in grid
