@@ -64,6 +64,9 @@ FEATURES = [
     "contest",
     "place_contest",
     "team_contest",
+    "name_beside",
+    "place_name_beside",
+    "team_name_beside",
     "context_sim",
     "context_best",
 ]
@@ -185,6 +188,7 @@ def _mention_block(
         ("bracketed", m.bracketed),
         ("place_word", m.place_word),
         ("contest", m.contest),
+        ("name_beside", m.name_beside),
     ):
         col[mark], col[f"place_{mark}"], col[f"team_{mark}"] = flag, flag & place, flag & team
     if doc_vector is not None and ctx.vectors is not None:

@@ -45,6 +45,9 @@ class Mention:
     place_word: bool = False  # after a word that takes a place ('in Pittsburgh', 'northern Iraq')
     # beside a word of a match ('Milan beat Parma', 'against Russia', 'Celtic v Rangers')
     contest: bool = False
+    # a capitalised word or a number right beside it that is not part of it: the name goes on
+    # into a longer one the mention does not cover ('HTC Desire Z', 'London Irish', 'Google Music')
+    name_beside: bool = False
 
 
 class MentionFinder:
@@ -92,7 +95,8 @@ class MentionFinder:
 
         chosen = []
         for e in doc.ents:
-            if e.label_ in ENTITY_LABELS:
+            # a pronoun NER took for a name ('Enlighten Us !': GPE) is none; 'US' in capitals is
+            if e.label_ in ENTITY_LABELS and not (e.text.lower() in self.stop_words and not e.text.isupper()):
                 pieces = _pieces(e, table)
                 # the NER label was for the whole span ('Sri Lanka - Arjuna Ranatunga': PERSON):
                 # its pieces carry none
@@ -246,6 +250,9 @@ _CONTEST_BESIDE = frozenset(
 # also match before a line break)
 _WORD_BEFORE = re.compile(r"(?<![\w.])([\w.]+)[ \t]*\Z")
 _WORD_AFTER = re.compile(r"[ \t]*([\w.]+)")
+_SPACED_WORD_BEFORE = re.compile(r"(?<![\w.'&-])([\w.'&-]+)[ \t]+\Z")
+_SPACED_WORD_AFTER = re.compile(r"[ \t]+([\w'&-]+)")
+_SENTENCE_OPEN = re.compile(r"(?:\A|[.!?:\n\"“]|\s-)[ \t]*\Z")  # before a sentence's first word
 _OPEN_BEFORE = re.compile(r"\([ \t]*\Z")
 _CLOSE_AFTER = re.compile(r"[ \t]*\)")
 
@@ -269,6 +276,16 @@ def _in_context(m: Mention, text: str) -> Mention:
     word_after = _WORD_AFTER.match(after)
     prev = word_before.group(1).lower() if word_before else ""
     nxt = word_after.group(1).lower() if word_after else ""
+    # a capitalised word or a number beside it, apart by a space: a word that opens its sentence
+    # is capitalised for that alone ('Yesterday Obama said'), a title is no part of a name
+    spaced_before = _SPACED_WORD_BEFORE.search(text, max(0, m.start - 24), m.start)
+    spaced_after = _SPACED_WORD_AFTER.match(after)
+    beside_words = [spaced_after.group(1)] if spaced_after else []
+    if spaced_before and not _SENTENCE_OPEN.search(
+        text, max(0, spaced_before.start() - 8), spaced_before.start()
+    ):
+        beside_words.append(spaced_before.group(1))
+    name_beside = any(_capitalised(w) for w in beside_words)
     return replace(
         m,
         beside_number=beside,
@@ -279,6 +296,7 @@ def _in_context(m: Mention, text: str) -> Mention:
         ),
         place_word=prev in _PLACE_BEFORE,
         contest=prev in _CONTEST_BESIDE or nxt in _CONTEST_BESIDE,
+        name_beside=name_beside,
     )
 
 
@@ -360,6 +378,63 @@ def _proper(word: str) -> bool:
     return word[:1].isupper() or word[:1].isdigit() or word.lower() in _LINK_WORDS
 
 
+def _capitalised(word: str) -> bool:
+    """A word that may go on a name: capitalised or a number, not a stop word ('The', 'I') or a
+    title ('President', 'Mr')."""
+    lower = word.lower().rstrip(".")
+    return (
+        (word[:1].isupper() or word[:1].isdigit()) and lower not in _NOT_NAME_WORDS and lower not in _TITLES
+    )
+
+
+# capitalised words that go on no name: they open sentences, or are words of a chat line
+_NOT_NAME_WORDS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "i",
+        "i'm",
+        "i'll",
+        "i've",
+        "it",
+        "it's",
+        "we",
+        "he",
+        "she",
+        "they",
+        "you",
+        "rt",
+        "via",
+        "and",
+        "or",
+        "but",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "by",
+        "with",
+        "from",
+        "is",
+        "are",
+        "was",
+        "my",
+        "our",
+        "your",
+        "his",
+        "her",
+        "their",
+        "this",
+        "that",
+        "these",
+        "those",
+    ]
+)
+
+
 def without_capitals(text: str) -> bool:
     """A text that carries no case (a query, a chat line): no capital letter anywhere."""
     return not any(ch.isupper() for ch in text)
@@ -397,4 +472,4 @@ def _trimmed(m: Mention, names: Container[str] = ()) -> Mention:
     return m
 
 
-_TAIL = re.compile(r"(?:\s*['’]s?|\s+[\d.,:;()\-–]+)+$")  # possessive, scores, punctuation
+_TAIL = re.compile(r"(?:\s*['’]s?|\s+[\d.,:;()\-–!?]+)+$")  # possessive, scores, punctuation

@@ -184,26 +184,38 @@ def cut(
 
 
 def f1_grid(
-    docs: Sequence[Featurized], preds: Sequence[Prediction], qids: set[str], grid: Sequence[float]
+    docs: Sequence[Featurized],
+    preds: Sequence[Prediction],
+    qids: set[str],
+    grid: Sequence[float],
+    nationality_threshold: float | None = None,
 ) -> np.ndarray:
     """F1 of `preds` at every pair of thresholds (names, concepts) of `grid`: float[len(grid),
-    len(grid)], what `f1_at` of `cut` gives at each pair, counted once and then thresholded."""
-    gold_n, rows = 0, []  # rows: (score, is a concept, is right) per prediction
+    len(grid)], what `f1_at` of `cut` gives at each pair, counted once and then thresholded.
+    Nationality words are cut at `nationality_threshold`, if given, else as names."""
+    gold_n, rows = 0, []  # rows: (score, kind: 0 name, 1 concept, 2 nationality word, is right)
     for f, pred in zip(docs, preds, strict=True):
         gold = gold_of(f.doc, qids)
         gold_n += len(gold)
-        concepts = f.concept_spans
-        rows += [(x[3], (x[0], x[1]) in concepts, (x[0], x[1], x[2]) in gold) for x in pred]
-    score, concept, right = np.array(rows, dtype=np.float64).reshape(-1, 3).T
+        kind_of = {(m.start, m.end): KIND_OF_LABEL.get(m.label, 0) for m in f.mentions}
+        rows += [(x[3], kind_of.get((x[0], x[1]), 0), (x[0], x[1], x[2]) in gold) for x in pred]
+    score, kind, right = np.array(rows, dtype=np.float64).reshape(-1, 3).T
+    if nationality_threshold is None:
+        kind[kind == 2] = 0
     g = np.asarray(grid, dtype=np.float64)
-    # kept at (t, tc): a name whose score >= t, a concept whose score >= tc
-    names_kept = (score[None, :] >= g[:, None]) & (concept[None, :] == 0)  # [t, prediction]
-    concepts_kept = (score[None, :] >= g[:, None]) & (concept[None, :] == 1)  # [tc, prediction]
-    tp = (names_kept @ right)[:, None] + (concepts_kept @ right)[None, :]
-    n_pred = names_kept.sum(axis=1)[:, None] + concepts_kept.sum(axis=1)[None, :]
+    # kept at (t, tc): a name whose score >= t, a concept whose score >= tc, a nationality word
+    # whose score >= the nationality threshold
+    names_kept = (score[None, :] >= g[:, None]) & (kind[None, :] == 0)  # [t, prediction]
+    concepts_kept = (score[None, :] >= g[:, None]) & (kind[None, :] == 1)  # [tc, prediction]
+    fixed = (score >= (nationality_threshold or 0.0)) & (kind == 2)
+    tp = (names_kept @ right)[:, None] + (concepts_kept @ right)[None, :] + float(fixed @ right)
+    n_pred = names_kept.sum(axis=1)[:, None] + concepts_kept.sum(axis=1)[None, :] + int(fixed.sum())
     p = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
     r = tp / gold_n if gold_n else np.zeros_like(tp)
     return np.divide(2 * p * r, p + r, out=np.zeros_like(tp), where=(p + r) > 0)
+
+
+KIND_OF_LABEL = {"NOUN": 1, "NORP": 2}  # the NIL decision's kinds: names (0), concepts, nationality words
 
 
 def stages(
@@ -472,34 +484,53 @@ def train_linker(
     def at(ids: list[int], t: float, tc: float, tn: float | None = None) -> dict[str, float]:
         return f1_at([docs[i] for i in ids], qids, [cut(documents[i], held[i], t, tc, tn) for i in ids], 0.0)
 
-    table = np.array(
-        [f1_grid([documents[i] for i in ids], [held[i] for i in ids], qids, grid) for ids in by_set.values()]
-    )
-    mean = table.mean(axis=0)
-    # the surface is flat near its top, where a single point's lead is noise: choose the pair
-    # whose neighbourhood (it and the grid points around it) scores best
     n = len(grid)
-    smooth = np.array(
-        [[mean[max(a - 1, 0) : a + 2, max(b - 1, 0) : b + 2].mean() for b in range(n)] for a in range(n)]
-    )
-    a, b = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
-    threshold, concept_threshold, best = grid[a], grid[b], float(mean[a, b])
-    if not any(documents[i].concept_spans for i in scored):
-        # no concept was held out: nothing chose its threshold, which then is the names'
-        concept_threshold, b = threshold, a
-        best = float(mean[a, b])
+    has_concepts = any(documents[i].concept_spans for i in scored)
+    has_nationality = any(m.label == "NORP" for i in scored for m in documents[i].mentions)
+
+    def pair(tn: float | None) -> tuple[np.ndarray, int, int]:
+        """Each set's F1 over the (names, concepts) grid with nationality words cut at `tn`, and
+        the pair chosen: the surface is flat near its top, where a single point's lead is noise,
+        so the pair whose neighbourhood (it and the grid points around it) scores best."""
+        table = np.array(
+            [
+                f1_grid([documents[i] for i in ids], [held[i] for i in ids], qids, grid, tn)
+                for ids in by_set.values()
+            ]
+        )
+        mean = table.mean(axis=0)
+        smooth = np.array(
+            [[mean[max(a - 1, 0) : a + 2, max(b - 1, 0) : b + 2].mean() for b in range(n)] for a in range(n)]
+        )
+        a, b = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
+        if not has_concepts:  # no concept was held out: nothing chose their threshold, the names' stands
+            b = a
+        return table, int(a), int(b)
+
     # nationality words ('Japanese'): one corpus links them to their country, most do not; their
-    # threshold is chosen the same way, the other two kept, on a curve smoothed the same way
-    nationality_threshold, by_tn = threshold, []
-    if any(m.label == "NORP" for i in scored for m in documents[i].mentions):
+    # threshold is chosen the same way, the other two kept, on a curve smoothed the same way. The
+    # three are chosen in turn (the pair given the nationality threshold, then it given the pair)
+    # until none moves: each is chosen where the others will be
+    tn: float | None = None
+    by_tn: list[float] = []
+    for _ in range(4):
+        table, a, b = pair(tn)
+        threshold, concept_threshold = grid[a], grid[b]
+        if not has_nationality:
+            break
         by_tn = [
-            float(np.mean([at(ids, threshold, concept_threshold, tn)["f1"] for ids in by_set.values()]))
-            for tn in grid
+            float(np.mean([at(ids, threshold, concept_threshold, x)["f1"] for ids in by_set.values()]))
+            for x in grid
         ]
         smooth_tn = [float(np.mean(by_tn[max(j - 1, 0) : j + 2])) for j in range(n)]
         # where the curve is flat, the names' threshold stands
         j = max(range(n), key=lambda j: (round(smooth_tn[j], 9), -abs(j - a)))
-        nationality_threshold, best = grid[j], by_tn[j]
+        if grid[j] == tn:
+            break
+        tn = grid[j]
+    nationality_threshold = threshold if tn is None else tn
+    mean = table.mean(axis=0)
+    best = float(mean[a, b])
     curve = [(t, float(mean[j, b])) for j, t in enumerate(grid)]
     per_set = {name: table[k, :, b].tolist() for k, name in enumerate(by_set)}
     report: dict[str, dict[str, float]] = {}

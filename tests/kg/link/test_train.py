@@ -172,7 +172,8 @@ def test_one_set_is_cross_validated_and_given_folds_keep_the_rest_in_training(
 
 
 def test_the_threshold_grid_counts_as_f1_at_does() -> None:
-    """`f1_grid` (every pair of thresholds at once) agrees with `f1_at` of `cut` at each pair."""
+    """`f1_grid` (every pair of thresholds at once) agrees with `f1_at` of `cut` at each pair,
+    nationality words cut as names or at their own threshold."""
     import numpy as np
 
     from kg.link.mentions import Mention
@@ -182,18 +183,19 @@ def test_the_threshold_grid_counts_as_f1_at_does() -> None:
     docs, preds = [], []
     for _ in range(20):
         spans = [(10 * k, 10 * k + 5) for k in range(6)]
-        mentions = [Mention(s, e, "x" * 5, "NOUN" if k % 3 == 0 else "GPE") for k, (s, e) in enumerate(spans)]
+        mentions = [Mention(s, e, "x" * 5, ("NOUN", "GPE", "NORP")[k % 3]) for k, (s, e) in enumerate(spans)]
         labels = [{"span": [s, e], "entity_id": "Q1"} for s, e in spans if rng.random() < 0.6]
         doc = {"text": "y" * 80, "labels": labels}
         docs.append(Featurized(doc, mentions, [], [], [], []))
         preds.append({(s, e, "Q1" if rng.random() < 0.7 else "Q2", float(rng.random())) for s, e in spans})
     grid = [0.1, 0.35, 0.6, 0.85]
-    table = f1_grid(docs, preds, {"Q1", "Q2"}, grid)
-    for a, t in enumerate(grid):
-        for b, tc in enumerate(grid):
-            kept = [cut(f, p, t, tc) for f, p in zip(docs, preds, strict=True)]
-            want = f1_at([f.doc for f in docs], {"Q1", "Q2"}, kept, 0.0)["f1"]
-            assert table[a, b] == pytest.approx(want)
+    for tn in (None, 0.5):  # nationality words cut as names, or at a threshold of their own
+        table = f1_grid(docs, preds, {"Q1", "Q2"}, grid, tn)
+        for a, t in enumerate(grid):
+            for b, tc in enumerate(grid):
+                kept = [cut(f, p, t, tc, tn) for f, p in zip(docs, preds, strict=True)]
+                want = f1_at([f.doc for f in docs], {"Q1", "Q2"}, kept, 0.0)["f1"]
+                assert table[a, b] == pytest.approx(want)
 
 
 @pytest.fixture(scope="module")
