@@ -197,7 +197,8 @@ def f1_grid(
     for f, pred in zip(docs, preds, strict=True):
         gold = gold_of(f.doc, qids)
         gold_n += len(gold)
-        kind_of = {(m.start, m.end): KIND_OF_LABEL.get(m.label, 0) for m in f.mentions}
+        # each mention's kind as the NIL decision tells them apart: 0 name, 1 concept, 2 nationality
+        kind_of = {(m.start, m.end): nil_threshold(m.label, 0, 1, 2) for m in f.mentions}
         rows += [(x[3], kind_of.get((x[0], x[1]), 0), (x[0], x[1], x[2]) in gold) for x in pred]
     score, kind, right = np.array(rows, dtype=np.float64).reshape(-1, 3).T
     if nationality_threshold is None:
@@ -213,9 +214,6 @@ def f1_grid(
     p = np.divide(tp, n_pred, out=np.zeros_like(tp), where=n_pred > 0)
     r = tp / gold_n if gold_n else np.zeros_like(tp)
     return np.divide(2 * p * r, p + r, out=np.zeros_like(tp), where=(p + r) > 0)
-
-
-KIND_OF_LABEL = {"NOUN": 1, "NORP": 2}  # the NIL decision's kinds: names (0), concepts, nationality words
 
 
 def stages(
