@@ -71,6 +71,38 @@ def sports_teams(kg: KnowledgeGraph) -> np.ndarray:
     return out
 
 
+# relations that say their head is a kind of person ('physicist', 'mayor', 'quarterback'), or their
+# tail is: a profession, a job title, an office, a position on a team
+_ROLE_HEADS = (
+    "/people/profession/",
+    "/business/job_title/",
+    "/organization/role/",
+    "/government/government_office_category/",
+    "/sports/sports_position/",
+)
+_ROLE_TAILS = (
+    "/people/person/profession",
+    "/business/employment_tenure/title",
+    "/government/government_position_held/basic_title",
+    "/sports/sports_team_roster/position",
+    "/american_football/football_roster_position/position",
+)
+
+
+def person_roles(kg: KnowledgeGraph) -> np.ndarray:
+    """bool[num_entities]: entities that are a kind of person (a profession, a title, an office, a
+    team position: 'poet', 'professor', 'quarterback'), by the relations they head or end. A concept
+    of this kind ('the physicist') is what corpora that annotate concepts annotate most; an activity
+    or a thing ('golf', 'interview') much less."""
+    head = np.array([key.startswith(_ROLE_HEADS) for key in kg.relations], dtype=bool)
+    tail = np.array([key.endswith(_ROLE_TAILS) for key in kg.relations], dtype=bool)
+    train = kg.triples["train"]
+    out = np.zeros(kg.num_entities, dtype=bool)
+    out[train[head[train[:, 1]], 0]] = True
+    out[train[tail[train[:, 1]], 2]] = True
+    return out
+
+
 @dataclass
 class Context:
     """What the features read about the KG, built once per linker."""
@@ -80,6 +112,7 @@ class Context:
     log_degree: np.ndarray
     norm_labels: list[str]
     teams: np.ndarray  # bool[num_entities]: sports teams and clubs
+    roles: np.ndarray  # bool[num_entities]: kinds of person ('physicist', 'mayor')
     vectors: np.ndarray | None = None  # float32[num_entities, dim] unit rows, for context similarity
     transe: np.ndarray | None = None  # float32[num_entities, dim] unit TransE rows (zero: no vector)
 
@@ -103,4 +136,5 @@ class Context:
             np.log1p(deg) / max(np.log1p(deg.max()), 1.0),
             [normalize(x) for x in kg.labels],
             sports_teams(kg),
+            person_roles(kg),
         )

@@ -46,6 +46,7 @@ FEATURES = [
     "alias_caps",
     "demonym_country",
     "common_noun",
+    "person_role",
     "beside_number",
     "team_beside_number",
     "place_beside_number",
@@ -173,6 +174,7 @@ def _mention_block(
         "alias_caps": m.label == "ALIAS" and m.text.isupper(),
         "demonym_country": (m.label == "NORP") & place,  # nationality words name their country
         "common_noun": np.array([ctx.kg.labels[e][:1].islower() for e in ents]),  # 'tennis': a concept
+        "person_role": ctx.roles[ents],  # 'poet', 'mayor': the concepts corpora annotate most
         "beside_number": m.beside_number,
         "team_beside_number": m.beside_number & team,
         "place_beside_number": m.beside_number & place,

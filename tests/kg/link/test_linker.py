@@ -71,7 +71,7 @@ def test_bad_input_is_a_clear_error_and_empty_text_links_nothing(linker: Linker)
 def test_cli_link_keeps_order_and_spans_mode(tmp_path: Path) -> None:
     kgpipe = str(Path(sys.executable).parent / "kgpipe")
     docs = [
-        {"id": "a", "text": "Barack Obama visited Paris."},
+        {"id": "a", "text": "Barack Obama visited Paris and Berlin."},
         {"id": "b", "text": ""},
         {"text": "London calling.", "mentions": [[0, 6]]},
     ]
@@ -196,7 +196,7 @@ def test_spacy_component_sets_kb_ids_and_scores() -> None:
 
     nlp = load_spacy()
     nlp.add_pipe("kgpipe_linker", config={"keep_nil": True})
-    docs = list(nlp.pipe(["Barack Obama visited Paris.", "Zxqwv Blorptin met Angela Merkel."]))
+    docs = list(nlp.pipe(["Barack Obama visited Paris and Berlin.", "Zxqwv Blorptin met Angela Merkel."]))
     ents = {(e.text, e.kb_id_) for e in docs[0].ents}
     assert ("Barack Obama", "Q76") in ents and ("Paris", "Q90") in ents
     assert all(0 <= e._.kg_score <= 1 for e in docs[0].ents)
@@ -535,6 +535,14 @@ def test_sports_teams_are_known_by_description_or_relations(linker: Linker) -> N
     teams, e = linker.context.teams, linker.kg.entity_id
     assert teams[e("Q18520")] and teams[e("Q1321565")]  # Luton Town F.C., England cricket team
     assert not teams[e("Q203889")] and not teams[e("Q21")]  # the town of Luton, England
+
+
+def test_kinds_of_person_are_known_by_their_relations(linker: Linker) -> None:
+    roles, e = linker.context.roles, linker.kg.entity_id
+    # physicist (a profession), mayor (an office), quarterback (a position on a team)
+    assert roles[e("Q169470")] and roles[e("Q30185")] and roles[e("Q622747")]
+    # golf, an interview, cancer, Paris: concepts and names, but no kind of person
+    assert not roles[e("Q5377")] and not roles[e("Q178651")] and not roles[e("Q12078")] and not roles[e("Q90")]
 
 
 def test_adjectives_find_the_entity_they_derive_from(linker: Linker) -> None:
