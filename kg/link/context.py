@@ -1,5 +1,6 @@
-"""What linking reads about the KG, built once per linker: coarse entity types, sports teams,
-popularity, normalised labels, neighbours (cached), and the entity and TransE vector tables.
+"""What linking reads about the KG, built once per linker: coarse entity types, sports teams, kinds
+of person, popularity, normalised labels, neighbours (cached), and the entity and TransE vector
+tables.
 
 Candidate generation and the features both read it; it imports neither.
 """
@@ -72,7 +73,8 @@ def sports_teams(kg: KnowledgeGraph) -> np.ndarray:
 
 
 # relations that say their head is a kind of person ('physicist', 'mayor', 'quarterback'), or their
-# tail is: a profession, a job title, an office, a position on a team
+# tail is: a profession, a job title, an office, a position on a team (the other sports' positions
+# head a /sports/sports_position/ relation)
 _ROLE_HEADS = (
     "/people/profession/",
     "/business/job_title/",
@@ -82,7 +84,6 @@ _ROLE_HEADS = (
 )
 _ROLE_TAILS = (
     "/people/person/profession",
-    "/business/employment_tenure/title",
     "/government/government_position_held/basic_title",
     "/sports/sports_team_roster/position",
     "/american_football/football_roster_position/position",
@@ -93,7 +94,8 @@ def person_roles(kg: KnowledgeGraph) -> np.ndarray:
     """bool[num_entities]: entities that are a kind of person (a profession, a title, an office, a
     team position: 'poet', 'professor', 'quarterback'), by the relations they head or end. A concept
     of this kind ('the physicist') is what corpora that annotate concepts annotate most; an activity
-    or a thing ('golf', 'interview') much less."""
+    or a thing ('golf', 'interview') much less. Freebase files a few fields as professions too
+    ('acting', 'photography', 'engineering': 22 of FB15k-237's 291); they are taken as they come."""
     head = np.array([key.startswith(_ROLE_HEADS) for key in kg.relations], dtype=bool)
     tail = np.array([key.endswith(_ROLE_TAILS) for key in kg.relations], dtype=bool)
     train = kg.triples["train"]

@@ -542,7 +542,9 @@ def test_kinds_of_person_are_known_by_their_relations(linker: Linker) -> None:
     # physicist (a profession), mayor (an office), quarterback (a position on a team)
     assert roles[e("Q169470")] and roles[e("Q30185")] and roles[e("Q622747")]
     # golf, an interview, cancer, Paris: concepts and names, but no kind of person
-    assert not roles[e("Q5377")] and not roles[e("Q178651")] and not roles[e("Q12078")] and not roles[e("Q90")]
+    assert (
+        not roles[e("Q5377")] and not roles[e("Q178651")] and not roles[e("Q12078")] and not roles[e("Q90")]
+    )
 
 
 def test_adjectives_find_the_entity_they_derive_from(linker: Linker) -> None:
