@@ -81,6 +81,8 @@ def test_concepts_are_mentions_that_the_scorer_judges(linker: Linker) -> None:
     noun = FEATURES.index("noun_mention")
     by_text = {m.text: r for m, r in zip(mentions, rows, strict=True) if len(r)}
     assert by_text["physicist"][:, noun].all() and not by_text["Paris"][:, noun].any()
+    role = FEATURES.index("person_role")  # the physicist is a kind of person; no sense of Paris is
+    assert by_text["physicist"][0, role] == 1.0 and not by_text["Paris"][:, role].any()
     freq = FEATURES.index("word_freq")
     assert (
         0.0 < by_text["physicist"][0, freq] < by_text["poets"][0, freq] + 0.5
