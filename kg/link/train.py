@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 Prediction = set[tuple[int, int, str, float]]  # (start, end, QID, score) of each linked mention
 Example = tuple[list[list[Candidate]], list[np.ndarray], list[int], list[str]]
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])|\n+")
+# a sentence ends at . ! or ? before a capital, or at a line break; not after an initial or an
+# abbreviation's last letter ('Robert P. Smith', 'W. Va.', 'the U.K. Government')
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+(?=[A-Z])|\n+")
 
 
 def read_documents(path: str | Path) -> list[dict[str, Any]]:
@@ -73,10 +75,14 @@ def gold_of(doc: dict[str, Any], qids: set[str]) -> set[tuple[int, int, str]]:
 def sentences(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The document's sentences as documents of their own, with the gold labels inside each:
     training on them too teaches the scorer short texts, where a mention has few others beside
-    it. The split is a plain punctuation rule."""
+    it. The split is a plain punctuation rule, and never cuts a labelled name in two: a fragment
+    that holds half a name would teach the scorer that its mentions are wrong."""
     text = doc["text"]
     a, b = doc.get("evaluation_span") or [0, len(text)]
-    starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
+    inside = [(lab["span"][0], lab["span"][1]) for lab in doc["labels"]]
+    starts = [0] + [
+        m.end() for m in _SENTENCE_END.finditer(text) if not any(s < m.end() < e for s, e in inside)
+    ]
     out = []
     for lo, hi in zip(starts, [*starts[1:], len(text)], strict=True):
         if not text[lo:hi].strip() or max(a, lo) >= min(b, hi):

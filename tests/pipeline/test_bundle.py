@@ -48,10 +48,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_defaults_link_and_encode_and_a_second_call_loads_nothing(bundle: Bundle) -> None:
-    (first,) = bundle.link(["Barack Obama visited Paris and Berlin."])
+    (first,) = bundle.link(["Barack Obama visited Paris."])
     assert {"Q76", "Q90"} <= {x.qid for x in first}
     start = time.perf_counter()
-    bundle.link(["Barack Obama visited Paris and Berlin."])
+    bundle.link(["Barack Obama visited Paris."])
     assert time.perf_counter() - start < 1.0  # models are loaded once, at load()
     vectors = bundle.encode(["Paris", "the capital of France", "a banana"])
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32

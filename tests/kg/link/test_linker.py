@@ -71,7 +71,7 @@ def test_bad_input_is_a_clear_error_and_empty_text_links_nothing(linker: Linker)
 def test_cli_link_keeps_order_and_spans_mode(tmp_path: Path) -> None:
     kgpipe = str(Path(sys.executable).parent / "kgpipe")
     docs = [
-        {"id": "a", "text": "Barack Obama visited Paris and Berlin."},
+        {"id": "a", "text": "Barack Obama visited Paris."},
         {"id": "b", "text": ""},
         {"text": "London calling.", "mentions": [[0, 6]]},
     ]
@@ -196,7 +196,7 @@ def test_spacy_component_sets_kb_ids_and_scores() -> None:
 
     nlp = load_spacy()
     nlp.add_pipe("kgpipe_linker", config={"keep_nil": True})
-    docs = list(nlp.pipe(["Barack Obama visited Paris and Berlin.", "Zxqwv Blorptin met Angela Merkel."]))
+    docs = list(nlp.pipe(["Barack Obama visited Paris.", "Zxqwv Blorptin met Angela Merkel."]))
     ents = {(e.text, e.kb_id_) for e in docs[0].ents}
     assert ("Barack Obama", "Q76") in ents and ("Paris", "Q90") in ents
     assert all(0 <= e._.kg_score <= 1 for e in docs[0].ents)

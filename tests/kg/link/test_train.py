@@ -256,3 +256,32 @@ def test_cut_judges_names_concepts_and_nationality_words_each_by_their_threshold
     assert {x[0] for x in cut(f, pred, 0.4, 0.4, 0.6)} == {9, 22}
     assert {x[0] for x in cut(f, pred, 0.4, 0.6, 0.4)} == {0, 22}
     assert {x[0] for x in cut(f, pred, 0.6, 0.4, 0.4)} == {0, 9}
+
+
+def test_training_sentences_never_cut_a_name_or_an_initial() -> None:
+    from kg.link.train import sentences
+
+    text = "CHARLESTON , W. Va. - A U.K. firm said so. Robert P. Smith left for St. Louis today. Fine."
+    louis = text.index("St. Louis")
+    doc = {
+        "text": text,
+        "labels": [
+            {"span": [0, 19], "entity_id": "Q1"},  # 'CHARLESTON , W. Va.'
+            {"span": [louis, louis + len("St. Louis")], "entity_id": "Q38022"},
+        ],
+    }
+    parts = sentences(doc)
+    assert [p["text"] for p in parts] == [
+        "CHARLESTON , W. Va. - A U.K. firm said so. ",  # no cut after an initial
+        "Robert P. Smith left for St. Louis today. ",  # nor inside a labelled name ('St.' is no initial)
+        "Fine.",
+    ]
+    assert [lab["span"] for lab in parts[0]["labels"]] == [[0, 19]]
+    assert [lab["span"] for lab in parts[1]["labels"]] == [
+        [louis - len(parts[0]["text"]), louis - len(parts[0]["text"]) + 9]
+    ]
+    # an ordinary full stop still ends a sentence
+    assert [p["text"] for p in sentences({"text": "He won. She lost.", "labels": []})] == [
+        "He won. ",
+        "She lost.",
+    ]
