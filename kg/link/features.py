@@ -9,6 +9,7 @@ candidate fits the first pass's choices for the document's other mentions.
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 from rapidfuzz import fuzz
@@ -47,6 +48,7 @@ FEATURES = [
     "demonym_country",
     "common_noun",
     "person_role",
+    "apposed_related",
     "beside_number",
     "team_beside_number",
     "place_beside_number",
@@ -101,6 +103,10 @@ def featurize(
         text_length = max((m.end for m in mentions), default=0)
     doc_length = float(np.log1p(text_length)) / 10.0
     doc_cands = [{c.entity for c in cands[:5]} for cands in candidates]
+    apposed = _apposed(mentions, doc_cands)
+    # coherence counts the other mentions that could share a neighbour: those with candidates (a
+    # user handle or an unknown name in a tweet has none)
+    with_candidates = sum(bool(c) for c in doc_cands)
     doc_numbers = sum(m.beside_number for m in mentions) / max(len(mentions), 1)  # a results table
     return [
         _mention_block(
@@ -108,7 +114,8 @@ def featurize(
             m,
             cands,
             doc_cands[:i] + doc_cands[i + 1 :],
-            len(mentions),
+            with_candidates - bool(doc_cands[i]) + 1,
+            apposed[i],
             doc_numbers,
             doc_vector,
             doc_length,
@@ -117,12 +124,29 @@ def featurize(
     ]
 
 
+APPOSED_GAP = 3  # characters between two mentions side by side: ', ', ' , ', ' / ', a space
+
+
+def _apposed(mentions: list[Mention], doc_cands: list[set[int]]) -> list[set[int]]:
+    """Per mention, the top candidates of the mentions right beside it (at most APPOSED_GAP
+    characters apart, before or after): a place and its state or country, a person and their
+    title stand so, and are KG neighbours."""
+    out: list[set[int]] = [set() for _ in mentions]
+    order = sorted(range(len(mentions)), key=lambda i: (mentions[i].start, mentions[i].end))
+    for i, j in pairwise(order):
+        if 0 <= mentions[j].start - mentions[i].end <= APPOSED_GAP:
+            out[i] |= doc_cands[j]
+            out[j] |= doc_cands[i]
+    return out
+
+
 def _mention_block(
     ctx: Context,
     m: Mention,
     cands: list[Candidate],
     other_cands: list[set[int]],
     n_mentions: int,
+    apposed: set[int],
     doc_numbers: float,
     doc_vector: np.ndarray | None,
     doc_length: float,
@@ -175,6 +199,9 @@ def _mention_block(
         "demonym_country": (m.label == "NORP") & place,  # nationality words name their country
         "common_noun": np.array([ctx.kg.labels[e][:1].islower() for e in ents]),  # 'tennis': a concept
         "person_role": ctx.roles[ents],  # 'poet', 'mayor': the concepts corpora annotate most
+        # a KG neighbour of a likely entity of the mention right beside it: 'Columbus , GA',
+        # 'Salem,Ore', 'Paris, France', 'actress Joanne Woodward'
+        "apposed_related": np.array([bool(apposed and ctx.neighbours(e) & apposed) for e in ents]),
         "beside_number": m.beside_number,
         "team_beside_number": m.beside_number & team,
         "place_beside_number": m.beside_number & place,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kg import load_kg
@@ -545,6 +546,37 @@ def test_kinds_of_person_are_known_by_their_relations(linker: Linker) -> None:
     assert (
         not roles[e("Q5377")] and not roles[e("Q178651")] and not roles[e("Q12078")] and not roles[e("Q90")]
     )
+
+
+def test_a_place_beside_its_state_knows_it_and_nameless_mentions_do_not_dilute_coherence(
+    linker: Linker,
+) -> None:
+    from kg.link.features import FEATURES, featurize
+    from kg.link.mentions import Mention
+
+    def rows(text: str, names: list[tuple[str, str]]) -> dict[str, dict[str, np.ndarray]]:
+        mentions = [Mention(text.index(n), text.index(n) + len(n), n, label) for n, label in names]
+        cands = linker.candidates.generate(mentions)
+        feats = featurize(linker.context, mentions, cands, None, len(text))
+        return {
+            m.text: {linker.kg.qids[c.entity]: f[r] for r, c in enumerate(cs)}
+            for m, cs, f in zip(mentions, cands, feats, strict=True)
+        }
+
+    apposed, coherence = FEATURES.index("apposed_related"), FEATURES.index("coherence")
+    side_by_side = rows("A party in Columbus , GA tonight.", [("Columbus", "GPE"), ("GA", "ALIAS")])
+    # the Columbus in Georgia (Q239870) and Georgia (Q1428) are KG neighbours side by side
+    assert side_by_side["Columbus"]["Q239870"][apposed] == 1.0 and side_by_side["GA"]["Q1428"][apposed] == 1.0
+    assert side_by_side["Columbus"]["Q7322"][apposed] == 0.0  # Christopher Columbus is none of Georgia's
+    apart = rows("Columbus was quiet, and the rest of GA too.", [("Columbus", "GPE"), ("GA", "ALIAS")])
+    assert apart["Columbus"]["Q239870"][apposed] == 0.0  # far apart: only coherence links them
+    assert apart["Columbus"]["Q239870"][coherence] == 1.0
+    # a mention without candidates (a user handle) cannot share a neighbour: it is no other mention
+    handle = rows(
+        "@xq_zz9 says Columbus was quiet, and the rest of GA too.",
+        [("@xq_zz9", "PERSON"), ("Columbus", "GPE"), ("GA", "ALIAS")],
+    )
+    assert not handle["@xq_zz9"] and handle["Columbus"]["Q239870"][coherence] == 1.0
 
 
 def test_adjectives_find_the_entity_they_derive_from(linker: Linker) -> None:
