@@ -129,12 +129,13 @@ APPOSED_GAP = 3  # characters between two mentions side by side: ', ', ' , ', ' 
 
 def _apposed(mentions: list[Mention], doc_cands: list[set[int]]) -> list[set[int]]:
     """Per mention, the top candidates of the mentions right beside it (at most APPOSED_GAP
-    characters apart, before or after): a place and its state or country, a person and their
-    title stand so, and are KG neighbours."""
+    characters apart, before or after, with only a comma or a space between: not across a
+    sentence's end): a place and its state or country, a person and their title stand so, and
+    are KG neighbours."""
     out: list[set[int]] = [set() for _ in mentions]
     order = sorted(range(len(mentions)), key=lambda i: (mentions[i].start, mentions[i].end))
     for i, j in pairwise(order):
-        if 0 <= mentions[j].start - mentions[i].end <= APPOSED_GAP:
+        if mentions[i].joined_after and 0 <= mentions[j].start - mentions[i].end <= APPOSED_GAP:
             out[i] |= doc_cands[j]
             out[j] |= doc_cands[i]
     return out

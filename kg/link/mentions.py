@@ -48,6 +48,9 @@ class Mention:
     # a capitalised word or a number right beside it that is not part of it: the name goes on
     # into a longer one the mention does not cover ('HTC Desire Z', 'London Irish', 'Google Music')
     name_beside: bool = False
+    # the next word follows within a comma or a space, in the same sentence ('Columbus , GA',
+    # 'Salem,Ore'): a mention there stands beside this one (see features.APPOSED_GAP)
+    joined_after: bool = False
 
 
 class MentionFinder:
@@ -255,6 +258,7 @@ _SPACED_WORD_AFTER = re.compile(r"[ \t]+([\w'&-]+)")
 _SENTENCE_OPEN = re.compile(r"(?:\A|[.!?:\n\"“]|\s-)[ \t]*\Z")  # before a sentence's first word
 _OPEN_BEFORE = re.compile(r"\([ \t]*\Z")
 _CLOSE_AFTER = re.compile(r"[ \t]*\)")
+_JOINED_AFTER = re.compile(r"[ \t]*[,/]?[ \t]*(?=[\w@#])")
 
 
 def _in_context(m: Mention, text: str) -> Mention:
@@ -281,8 +285,10 @@ def _in_context(m: Mention, text: str) -> Mention:
     spaced_before = _SPACED_WORD_BEFORE.search(text, max(0, m.start - 24), m.start)
     spaced_after = _SPACED_WORD_AFTER.match(after)
     beside_words = [spaced_after.group(1)] if spaced_after else []
-    if spaced_before and not _SENTENCE_OPEN.search(
-        text, max(0, spaced_before.start() - 8), spaced_before.start()
+    if (
+        spaced_before
+        and not _SENTENCE_OPEN.search(text, max(0, spaced_before.start() - 8), spaced_before.start())
+        and not _ends_sentence(spaced_before.group(1))
     ):
         beside_words.append(spaced_before.group(1))
     name_beside = any(_capitalised(w) for w in beside_words)
@@ -297,7 +303,14 @@ def _in_context(m: Mention, text: str) -> Mention:
         place_word=prev in _PLACE_BEFORE,
         contest=prev in _CONTEST_BESIDE or nxt in _CONTEST_BESIDE,
         name_beside=name_beside,
+        joined_after=bool(_JOINED_AFTER.match(after)),
     )
+
+
+def _ends_sentence(word: str) -> bool:
+    """A word with a full stop that ends its sentence ('France.'), not an abbreviation ('U.S.',
+    'St.', 'Mr.'): the name after it opens the next sentence, and the word is not beside it."""
+    return word.endswith(".") and "." not in word[:-1] and len(word) > 4
 
 
 _LINK_WORDS = frozenset({"of", "de", "del", "la", "le", "and", "&", "-", "du", "von", "van", "da"})

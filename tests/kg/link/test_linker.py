@@ -551,11 +551,16 @@ def test_kinds_of_person_are_known_by_their_relations(linker: Linker) -> None:
 def test_a_place_beside_its_state_knows_it_and_nameless_mentions_do_not_dilute_coherence(
     linker: Linker,
 ) -> None:
+    from dataclasses import replace
+
     from kg.link.features import FEATURES, featurize
-    from kg.link.mentions import Mention
+    from kg.link.mentions import given_mentions
 
     def rows(text: str, names: list[tuple[str, str]]) -> dict[str, dict[str, np.ndarray]]:
-        mentions = [Mention(text.index(n), text.index(n) + len(n), n, label) for n, label in names]
+        spans = [(text.index(n), text.index(n) + len(n)) for n, _ in names]
+        mentions = [  # as the finder marks them in their text
+            replace(m, label=label) for m, (_, label) in zip(given_mentions(text, spans), names, strict=True)
+        ]
         cands = linker.candidates.generate(mentions)
         feats = featurize(linker.context, mentions, cands, None, len(text))
         return {
@@ -577,6 +582,20 @@ def test_a_place_beside_its_state_knows_it_and_nameless_mentions_do_not_dilute_c
         [("@xq_zz9", "PERSON"), ("Columbus", "GPE"), ("GA", "ALIAS")],
     )
     assert not handle["@xq_zz9"] and handle["Columbus"]["Q239870"][coherence] == 1.0
+    # a sentence's end is no comma: 'Georgia. Columbus' are not side by side
+    ended = rows("We left Georgia. Columbus was quiet.", [("Georgia", "GPE"), ("Columbus", "GPE")])
+    assert ended["Columbus"]["Q239870"][apposed] == 0.0 and ended["Georgia"]["Q1428"][apposed] == 0.0
+
+
+def test_the_word_that_ends_the_previous_sentence_is_not_beside_a_name(linker: Linker) -> None:
+    text = "Paris is the capital of France. Barack Obama was born in Honolulu. The U.S. Army came."
+    mentions = {m.text: m for m in linker.finder.find(linker.nlp(text))}
+    assert not mentions["Barack Obama"].name_beside  # 'France.' ends its sentence
+    assert not mentions["France"].joined_after and mentions["Paris"].joined_after  # a full stop; a space
+    # an abbreviation's full stop ends nothing: 'U.S.' stands beside 'Army'
+    from kg.link.mentions import _ends_sentence
+
+    assert _ends_sentence("France.") and not _ends_sentence("U.S.") and not _ends_sentence("St.")
 
 
 def test_adjectives_find_the_entity_they_derive_from(linker: Linker) -> None:
