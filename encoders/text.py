@@ -6,15 +6,22 @@ Tokenization keeps character offsets so that entity spans map onto word pieces.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from kg.errors import KGPipeError
+
+
+POOLING = "mean-pooled last hidden state, L2-normalised"  # how `embed` makes a vector (see identity)
+# a text that shows how a tokenizer cases, strips accents and splits words and unknown characters
+_PROBE = "Hello WORLD, Ça va? Zürich naïve 東京 e=mc² 😀 don't co-operate 1,234.5"
 
 
 class ModelNotFoundError(KGPipeError):
@@ -70,10 +77,29 @@ class TextEncoder:
         def embed(texts: list[str]) -> np.ndarray:
             return self.embed(texts, max_length=max_length).numpy()
 
-        # what caches of its vectors are keyed by: the model's own config, not where it is installed
-        identity = self.model.config.to_json_string() + str(max_length)  # type: ignore[union-attr,operator]
+        # what caches of its vectors are keyed by: what the vectors depend on, not where the model is
+        # installed nor which library version reads it
+        identity = f"{self.identity}\tmax_length={max_length}"
         embed.model_id = hashlib.sha256(identity.encode()).hexdigest()[:16]  # type: ignore[attr-defined]
         return embed
+
+    @cached_property
+    def identity(self) -> str:
+        """sha256 over what this encoder's vectors depend on: every weight (by value, so neither
+        the parameters' names nor their order, which library versions change, count), the
+        tokenizer's vocabulary and how it splits a probe text (casing, accents), and the pooling.
+        The config JSON is not used: it carries the `transformers` version that wrote it."""
+        h = hashlib.sha256(POOLING.encode())
+        weights = sorted(
+            hashlib.sha256(p.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+            for p in self.model.parameters()
+        )
+        h.update("\n".join(weights).encode())
+        vocab = self.tokenizer.get_vocab()  # type: ignore[attr-defined]
+        h.update("\n".join(f"{t}\t{i}" for t, i in sorted(vocab.items(), key=lambda x: x[1])).encode())
+        probe = self.tokenizer(_PROBE)["input_ids"]  # type: ignore[operator]
+        h.update(json.dumps(probe).encode())
+        return h.hexdigest()
 
     @property
     def hidden_size(self) -> int:

@@ -165,6 +165,17 @@ class KnowledgeGraph:
             raise UnknownEntityError(f"relation {key!r} is not in KG {self.name!r}")
         return found
 
+    def relation_name(self, relation: str | int) -> str:
+        """A short name people read: a Freebase path's last field ('/people/person/place_of_birth':
+        'place of birth'; through a compound value, its final field), else the relation's label,
+        else its key with underscores as spaces ('_hypernym': 'hypernym')."""
+        i = relation if isinstance(relation, int | np.integer) else self.relation_id(relation)
+        key = self.relations[int(i)]
+        if key.startswith("/"):
+            return key.rsplit("/", 1)[-1].replace("_", " ")
+        label = self.relation_labels[int(i)] if self.relation_labels else ""
+        return label or key.replace("_", " ").strip()
+
     def describe(self, entity: str | int) -> str:
         """A short human name: label (QID), or the key when nothing else is known."""
         i = self.entity_id(entity)

@@ -117,12 +117,28 @@ def read_manifest(root: Path, verify: bool = True) -> tuple[dict[str, Any], dict
         ):
             raise KGFormatError(path, None, f"part {name!r} is not described by 'path' and 'files'", fix)
         part = Part(name, root / entry["path"], dict(entry["files"]), str(entry.get("source", "")))
+        for inside in (entry["path"], *(f"{entry['path']}/{f}" for f in part.files)):
+            _check_inside(root, inside, name, path, fix)
         if not part.path.is_dir():
             raise KGFormatError(part.path, None, f"part {name!r} is missing", fix)
         if verify:
             _verify(part, fix)
         parts[name] = part
     return manifest, parts
+
+
+def _check_inside(root: Path, relpath: str, part: str, manifest: Path, fix: str) -> None:
+    """A path the manifest names must stay inside the bundle folder: no '..', no absolute path,
+    no link that leads out (a bundle from elsewhere must not make kgpipe read other files)."""
+    top = root.resolve()
+    target = (root / relpath).resolve()
+    if target != top and top not in target.parents:
+        raise KGFormatError(
+            manifest,
+            None,
+            f"part {part!r} names {relpath!r}, which resolves to {target}, outside the bundle folder {top}",
+            "A bundle's parts and files must lie inside its folder; " + fix,
+        )
 
 
 def _verify(part: Part, fix: str) -> None:

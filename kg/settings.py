@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     api_max_batch: int = Field(32, ge=1, description="items one model call batches from concurrent requests")
     api_max_wait_ms: float = Field(5.0, ge=0, description="how long a model call waits for more requests")
     api_max_queue: int = Field(512, ge=1, description="requests waiting per model before 429")
+    api_timeout_s: float = Field(120.0, gt=0, description="a request unanswered by then gets 503")
 
     @classmethod
     def settings_customise_sources(

@@ -19,17 +19,18 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi_offline import FastAPIOffline
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,6 +51,7 @@ class Limits(BaseModel):
     max_batch: int = 32  # items one model call may take from concurrent requests
     max_wait_ms: float = 5.0
     max_queue: int = 512  # requests waiting per model before 429
+    timeout_s: float = 120.0  # a request still unanswered then gets 503 (its work is dropped if not begun)
 
 
 DRAIN_BYTES = 64 * 2**20  # a body over the limit is read and dropped up to this size before the 413
@@ -59,7 +61,24 @@ class Busy(Exception):
     """The queue of a model worker is full."""
 
 
+class TimedOut(Exception):
+    """A request was not answered within the server's time limit."""
+
+    def __init__(self, worker: str, seconds: float) -> None:
+        super().__init__(worker)
+        self.worker, self.seconds = worker, seconds
+
+
 # ------------------------------------------------------------------------------- request models
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("the text holds only whitespace; send at least one character that is not a space")
+    return text
+
+
+Text = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 
 
 class Item(BaseModel):
@@ -67,7 +86,7 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: str | int | None = None
-    text: str = Field(min_length=1)
+    text: Text
     spans: list[tuple[int, int]] | None = None
 
 
@@ -75,12 +94,12 @@ class TextsRequest(BaseModel):
     """One `text`, or a batch: `texts` (plain strings) or `items` (with ids and spans)."""
 
     model_config = ConfigDict(extra="forbid")
-    text: str | None = Field(default=None, min_length=1)
+    text: Text | None = None
     spans: list[tuple[int, int]] | None = Field(
         default=None,
         description="[start, end) character spans to disambiguate only (REL format: [start, length])",
     )
-    texts: list[str] | None = None
+    texts: list[Text] | None = None
     items: list[Item] | None = None
 
     @model_validator(mode="after")
@@ -88,8 +107,6 @@ class TextsRequest(BaseModel):
         given = [n for n in ("text", "texts", "items") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of 'text', 'texts' or 'items'")
-        if self.texts is not None and any(not t for t in self.texts):
-            raise ValueError("'texts' holds an empty text; every text needs at least one character")
         return self
 
     def as_items(self) -> list[Item]:
@@ -111,7 +128,7 @@ class ClassifyRequest(TextsRequest):
 
 
 class ExtractRequest(TextsRequest):
-    vector: bool = Field(default=False, description="also return the document vector")
+    vector: StrictBool = Field(default=False, description="also return the document vector (true or false)")
 
 
 class SearchFilter(BaseModel):
@@ -129,8 +146,8 @@ class SearchRequest(BaseModel):
     """Search by `query` text, by `entity` QID, or a batch of `queries`."""
 
     model_config = ConfigDict(extra="forbid")
-    query: str | None = Field(default=None, min_length=1)
-    queries: list[str] | None = None
+    query: Text | None = None
+    queries: list[Text] | None = None
     entity: str | None = Field(default=None, min_length=1)
     k: int = Field(default=10, ge=1)
     filter: SearchFilter = Field(default_factory=SearchFilter)
@@ -140,21 +157,47 @@ class SearchRequest(BaseModel):
         given = [n for n in ("query", "queries", "entity") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of 'query', 'queries' or 'entity'")
-        if self.queries is not None and any(not q.strip() for q in self.queries):
-            raise ValueError("'queries' holds an empty query")
         return self
 
 
 # ------------------------------------------------------------------------------ response models
+# Every answer is declared as it is sent (extra fields forbidden, so the unions below are exact): a
+# single request gets its result alone, a batch `{"results": [...]}` in order, and an item of a
+# batch that failed `{"id", "error"}`. Fields that are null are left out.
 
 
-class LinkResult(BaseModel):
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(Answer):
+    field: str = Field(description="where in the body: a dotted path such as items.0.text, or 'body'")
+    problem: str
+
+
+class ErrorBody(Answer):
+    """Every error: one line saying what is wrong and what to do; for a 422, each field's problem."""
+
+    error: str
+    details: list[ErrorDetail] | None = None
+
+
+class LinkResult(Answer):
     id: str | int | None = None
     entities: list[Entity] = Field(default_factory=list)
     error: str | None = None
 
 
-class ClassifyResult(BaseModel):
+class LinkResults(Answer):
+    results: list[LinkResult]
+
+
+# REL's answer for one mention: [start, length, mention, entity title, disambiguation score,
+# NER score, NER tag]
+RelMention = tuple[int, int, str, str, float, float, str]
+
+
+class ClassifyResult(Answer):
     id: str | int | None = None
     label: str | None = None
     labels: list[str] = Field(default_factory=list)
@@ -164,7 +207,11 @@ class ClassifyResult(BaseModel):
     error: str | None = None
 
 
-class ExtractResult(BaseModel):
+class ClassifyResults(Answer):
+    results: list[ClassifyResult]
+
+
+class ExtractResult(Answer):
     id: str | int | None = None
     entities: list[Entity] = Field(default_factory=list)
     facts: list[Fact] = Field(default_factory=list)
@@ -172,16 +219,55 @@ class ExtractResult(BaseModel):
     error: str | None = None
 
 
-class SearchResult(BaseModel):
-    hits: list[dict[str, Any]]
-    neighbours: list[dict[str, Any]] | None = None
-    via: list[str] | None = None
+class ExtractResults(Answer):
+    results: list[ExtractResult]
 
 
-class Results(BaseModel):
-    """A batch's answers, one per item in order; an item that failed has `error` and nothing else."""
+class SearchHit(Answer):
+    id: str = Field(description="the document's id (a QID for an entity)")
+    score: float = Field(description="cosine similarity to the query, higher is closer")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="the document's own columns, and source, entities, types"
+    )
 
-    results: list[dict[str, Any]]
+
+class SearchResult(Answer):
+    entity: dict[str, Any] | None = Field(default=None, description="the entity searched for")
+    hits: list[SearchHit]
+    neighbours: list[SearchHit] | None = Field(
+        default=None, description="the entities closest to the one searched for, in TransE space"
+    )
+    via: list[str] | None = Field(
+        default=None, description="the entities whose documents are the hits (the entity, or its neighbours)"
+    )
+
+
+class SearchResults(Answer):
+    results: list[SearchResult | ErrorBody]
+
+
+class Health(Answer):
+    status: Literal["ok"]
+    uptime_s: float
+
+
+class Readiness(Answer):
+    status: Literal["ready", "loading", "failed"]
+    error: str | None = None
+
+
+_ERROR_STATUSES = {
+    400: "the body is not JSON, or not UTF-8",
+    413: "the body, a text or a batch is over the server's limits",
+    415: "the body was not sent as JSON (Content-Type: application/json)",
+    422: "a field is missing or invalid (`details` names each)",
+    429: "the queue is full: retry after `Retry-After` seconds",
+    500: "a bug in kgpipe; the server log has the details",
+    503: "the models are loading or failed to load, or the request took over the time limit",
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": what} for code, what in _ERROR_STATUSES.items()
+}
 
 
 # ------------------------------------------------------------------------------------ batching
@@ -208,12 +294,16 @@ class Worker:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, items: list[Any]) -> list[Any]:
-        """Each item's result, or the exception it raised."""
+        """Each item's result, or the exception it raised; `TimedOut` after `timeout_s` (the items
+        are dropped if the model has not taken them yet)."""
         if self.queue.qsize() >= self.limits.max_queue:
             raise Busy(self.name)
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((items, future))
-        return await future
+        try:
+            return await asyncio.wait_for(future, self.limits.timeout_s)
+        except TimeoutError:
+            raise TimedOut(self.name, self.limits.timeout_s) from None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -234,6 +324,9 @@ class Worker:
                         break
                 batch.append(nxt)
                 size += len(nxt[0])
+            batch = [(items, future) for items, future in batch if not future.done()]  # timed out
+            if not batch:
+                continue
             flat = [x for items, _ in batch for x in items]
             results = await loop.run_in_executor(self.pool, self._call, flat)
             self.calls += 1
@@ -289,8 +382,8 @@ def create_app(
 
                 b._searcher = Searcher.open(store, b)
             b.facts  # noqa: B018 - built now, not on the first request
-            if b.classifiers:
-                b.classifier()
+            for name in b.classifiers:  # all of them: /info reads each one's labels
+                b.classifier(name)
             if "store" in b.parts or store is not None:
                 b.searcher.store.collection("docs")
             state.bundle = b
@@ -314,7 +407,7 @@ def create_app(
         for w in state.workers.values():
             await w.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from the package's own copies of their scripts: no CDN
         title="kgpipe",
         version=version("kgpipe"),
         description="Entity linking, knowledge-fused classification, extraction and vector search over one bundle.",
@@ -356,20 +449,26 @@ def create_app(
             raise results[0]
         return results
 
-    @app.get("/health", tags=["status"])
-    async def health() -> dict[str, Any]:
+    @app.get("/health", tags=["status"], response_model=Health)
+    async def health() -> Health:
         """The process is up (models may still be loading: see /ready)."""
-        return {"status": "ok", "uptime_s": round(time.time() - state.started, 1)}
+        return Health(status="ok", uptime_s=round(time.time() - state.started, 1))
 
-    @app.get("/ready", tags=["status"], responses={503: {"description": "models still loading, or failed"}})
-    async def ready() -> JSONResponse:
+    @app.get(
+        "/ready",
+        tags=["status"],
+        response_model=Readiness,
+        response_model_exclude_none=True,
+        responses={503: {"model": Readiness, "description": "models still loading, or failed"}},
+    )
+    async def ready() -> Any:
         """200 once every model is loaded; 503 before, or with the reason loading failed."""
         if state.bundle is not None:
-            return JSONResponse({"status": "ready"})
-        body = {"status": "failed", "error": state.error} if state.error else {"status": "loading"}
-        return JSONResponse(body, status_code=503)
+            return Readiness(status="ready")
+        body = Readiness(status="failed", error=state.error) if state.error else Readiness(status="loading")
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
 
-    @app.get("/info", tags=["status"])
+    @app.get("/info", tags=["status"], responses={503: ERRORS[503], 500: ERRORS[500]})
     async def info() -> dict[str, Any]:
         """The bundle's manifest (parts, checksums, sources), classifiers, store and versions."""
         b = ready_bundle()
@@ -394,7 +493,13 @@ def create_app(
             "limits": limits.model_dump(),
         }
 
-    @app.post("/link", tags=["models"], response_model=None)
+    @app.post(
+        "/link",
+        tags=["models"],
+        response_model=LinkResult | LinkResults | list[RelMention] | list[list[RelMention] | ErrorBody],
+        response_model_exclude_none=True,
+        responses=ERRORS,
+    )
     async def link(
         body: TextsRequest,
         format: Literal["kgpipe", "rel"] = Query(
@@ -412,7 +517,9 @@ def create_app(
         results = await run("link", items, body.single)
         if format == "rel":
             b = ready_bundle()
-            rel = [_rel(b, r) if not isinstance(r, Exception) else {"error": _message(r)} for r in results]
+            rel = [
+                _rel(b, r) if not isinstance(r, Exception) else ErrorBody(error=_message(r)) for r in results
+            ]
             return rel[0] if body.single else rel
         out = [
             LinkResult(id=it.id, error=_message(r))
@@ -420,9 +527,15 @@ def create_app(
             else LinkResult(id=it.id, entities=r)
             for it, r in zip(items, results, strict=True)
         ]
-        return _answer(body.single, out)
+        return out[0] if body.single else LinkResults(results=out)
 
-    @app.post("/classify", tags=["models"], response_model=None)
+    @app.post(
+        "/classify",
+        tags=["models"],
+        response_model=ClassifyResult | ClassifyResults,
+        response_model_exclude_none=True,
+        responses=ERRORS,
+    )
     async def classify(body: ClassifyRequest) -> Any:
         """The classifier's label and per-label scores, and the entities it read."""
         items = body.as_items()
@@ -444,9 +557,15 @@ def create_app(
             else ClassifyResult(id=it.id, **asdict(r))
             for it, r in zip(items, results, strict=True)
         ]
-        return _answer(body.single, out)
+        return out[0] if body.single else ClassifyResults(results=out)
 
-    @app.post("/extract", tags=["models"], response_model=None)
+    @app.post(
+        "/extract",
+        tags=["models"],
+        response_model=ExtractResult | ExtractResults,
+        response_model_exclude_none=True,
+        responses=ERRORS,
+    )
     async def extract(body: ExtractRequest) -> Any:
         """One document's entities, the facts between them and, on request, its vector."""
         items = body.as_items()
@@ -465,9 +584,15 @@ def create_app(
                         vector=r.vector.tolist() if body.vector else None,
                     )
                 )
-        return _answer(body.single, out)
+        return out[0] if body.single else ExtractResults(results=out)
 
-    @app.post("/search", tags=["models"], response_model=None)
+    @app.post(
+        "/search",
+        tags=["models"],
+        response_model=SearchResult | SearchResults,
+        response_model_exclude_none=True,
+        responses=ERRORS,
+    )
     async def search(body: SearchRequest) -> Any:
         """Documents near a text or an entity, filtered before the search."""
         if body.k > limits.max_k:
@@ -480,8 +605,8 @@ def create_app(
         ready_bundle()
         if body.queries is not None:
             results = await run("search", [(q, None, body.k, body.filter) for q in body.queries])
-            return Results(
-                results=[{"error": _message(r)} if isinstance(r, Exception) else r for r in results]
+            return SearchResults(
+                results=[ErrorBody(error=_message(r)) if isinstance(r, Exception) else r for r in results]
             )
         (r,) = await run("search", [(body.query, body.entity, body.k, body.filter)], single=True)
         return r
@@ -493,20 +618,13 @@ def create_app(
     return app
 
 
-def _answer(single: bool, out: Sequence[BaseModel]) -> Any:
-    if single:
-        (one,) = out  # a single request's error was raised by `run`
-        return one.model_dump(exclude={"id", "error"}, exclude_none=True)
-    return {"results": [o.model_dump(exclude_none=True) for o in out]}
-
-
 # ------------------------------------------------------------------------ model calls (threads)
 
 
 def _link(bundle: Any, items: list[Item]) -> list[Any]:
     texts = [it.text for it in items]
-    spans = [list(it.spans or []) for it in items] if any(it.spans for it in items) else None
-    linked = bundle.link(texts, spans)
+    # each item keeps its own request: given spans (even none) or, without spans, found mentions
+    linked = bundle.link(texts, [None if it.spans is None else list(it.spans) for it in items])
     types, names = bundle.linker.context.types, bundle.kg.labels
     return [
         [
@@ -548,7 +666,8 @@ def _classify(bundle: Any, items: list[tuple[str | None, Item]]) -> list[Classif
 def _extract(bundle: Any, items: list[Item]) -> list[Any]:
     from pipeline.extract import Document, extract
 
-    return extract(bundle, [Document(str(it.id or i), it.text) for i, it in enumerate(items)])
+    # an item's answer depends on its text alone, never on its place in a batch
+    return extract(bundle, [Document("" if it.id is None else str(it.id), it.text) for it in items])
 
 
 def _search(bundle: Any, items: list[tuple[str | None, str | None, int, SearchFilter]]) -> list[Any]:
@@ -572,6 +691,7 @@ def _search(bundle: Any, items: list[tuple[str | None, str | None, int, SearchFi
             where = Filter((), tuple(f.types), tuple((c, str(v)) for c, v in f.where.items()))
             found = searcher.entity(entity, k, where)
             answers[i] = {
+                "entity": found["entity"],
                 "hits": [h.as_dict() for h in found["hits"]],
                 "neighbours": [h.as_dict() for h in found["neighbours"]],
                 "via": found["via"],
@@ -608,9 +728,22 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in content_type.lower():
+            sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+            return JSONResponse(
+                {
+                    "error": f"the body was sent with {sent}; send it as JSON with the header "
+                    "Content-Type: application/json (curl: -H 'Content-Type: application/json')"
+                },
+                status_code=415,
+            )
         errors = exc.errors()
         details = [
-            {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body", "problem": e.get("msg", "")}
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body",
+                "problem": e.get("msg", "").removeprefix("Value error, "),
+            }
             for e in errors[:10]
         ]
         first = errors[0] if errors else {}
@@ -661,6 +794,17 @@ def _errors(app: FastAPI) -> None:
             {"error": f"the {exc} queue is full; retry after a second, or send fewer requests at once"},
             status_code=429,
             headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(TimedOut)
+    async def timed_out(request: Request, exc: TimedOut) -> JSONResponse:
+        return JSONResponse(
+            {
+                "error": f"the request took over {exc.seconds:g} s, the server's time limit (KGPIPE_API_TIMEOUT_S); "
+                "send shorter texts or fewer items at once, or ask the operator to raise the limit"
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(_TooLarge)

@@ -86,9 +86,10 @@ class Bundle:
         return fingerprint(self.parts)
 
     def link(
-        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]] | None = None
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]] | None] | None = None
     ) -> list[list[LinkedEntity]]:
-        """Each text's linked entities (offsets into the text, Wikidata QIDs, scores)."""
+        """Each text's linked entities (offsets into the text, Wikidata QIDs, scores); `spans`, per
+        text, disambiguates only those spans (None for a text: its mentions are found)."""
         return self.linker.link_many(texts, spans)
 
     def link_with_vectors(self, texts: Sequence[str]) -> tuple[list[list[LinkedEntity]], np.ndarray]:

@@ -8,11 +8,14 @@ document vector. It runs through a `Bundle` and changes no process-wide state.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from kg.errors import KGPipeError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,6 +26,10 @@ if TYPE_CHECKING:
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 PAIR_CHUNK = 256  # entity pairs scored at once against every relation
+
+
+class ExtractError(KGPipeError):
+    """A document that cannot be read as one."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,9 @@ class Fact:
     score: float
     source: str
     sentence: int  # index of the sentence both mentions are in
+    head_name: str = ""  # the KG's names of the head, the relation (see KnowledgeGraph.relation_name)
+    relation_name: str = ""  # and the tail, for people to read beside the ids
+    tail_name: str = ""
 
 
 @dataclass
@@ -160,14 +170,35 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(starts, [*starts[1:], len(text)], strict=True) if text[a:b].strip()]
 
 
-def extract(bundle: Bundle, docs: Sequence[Document], mention_vectors: bool = False) -> list[Extraction]:
-    """One `Extraction` per document, in order."""
-    linked, vectors = bundle.link_with_vectors([d.text for d in docs])
+def as_document(doc: Document | Mapping[str, Any] | str, i: int) -> Document:
+    """A `Document` from what a caller holds: a Document, a dict with "text" (and "id", the rest
+    being metadata), or a plain string (its id: its place)."""
+    if isinstance(doc, Document):
+        return doc
+    if isinstance(doc, str):
+        return Document(str(i), doc)
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("text"), str):
+        got = type(doc).__name__ if not isinstance(doc, Mapping) else f"keys {sorted(map(str, doc))}"
+        raise ExtractError(
+            f"document {i}: expected a Document, a string or a dict with a string 'text' (and an 'id'), got {got}"
+        )
+    ident = doc.get("id")
+    metadata = {k: v for k, v in doc.items() if k not in ("id", "text")}
+    return Document(str(i) if ident is None else str(ident), doc["text"], metadata)
+
+
+def extract(
+    bundle: Bundle, docs: Sequence[Document | Mapping[str, Any] | str], mention_vectors: bool = False
+) -> list[Extraction]:
+    """One `Extraction` per document, in order; a document is a `Document`, a dict
+    `{"id", "text", ...}` (other keys: its metadata) or a string."""
+    documents = [as_document(d, i) for i, d in enumerate(docs)]
+    linked, vectors = bundle.link_with_vectors([d.text for d in documents])
     facts_model = bundle.facts
     kg = bundle.kg
     types = bundle.linker.context.types
     out = []
-    for doc, found, vector in zip(docs, linked, vectors, strict=True):
+    for doc, found, vector in zip(documents, linked, vectors, strict=True):
         entities = [
             Entity(x.start, x.end, x.text, x.qid, x.score, x.label, types[x.entity], kg.labels[x.entity])
             for x in found
@@ -198,10 +229,7 @@ def _facts(
                     continue
                 relations = model.known.get((h, t))
                 if relations:
-                    found += [
-                        Fact(kg.qids[h], kg.relations[r], kg.qids[t], 1.0, "kg", s)
-                        for r in sorted(set(relations))
-                    ]
+                    found += [_fact(kg, h, r, t, 1.0, "kg", s) for r in sorted(set(relations))]
                 elif model.rows[h] >= 0 and model.rows[t] >= 0 and (t, h) not in model.known:
                     pairs.append((h, t, s))
     if pairs:
@@ -210,5 +238,19 @@ def _facts(
         for (h, t, s), top in zip(pairs, model.top_relations(heads, tails, k=1), strict=True):
             r, score = top[0]
             if score >= 0.5:
-                found.append(Fact(kg.qids[h], kg.relations[r], kg.qids[t], round(score, 4), "predicted", s))
+                found.append(_fact(kg, h, r, t, round(score, 4), "predicted", s))
     return found
+
+
+def _fact(kg: KnowledgeGraph, h: int, r: int, t: int, score: float, source: str, sentence: int) -> Fact:
+    return Fact(
+        kg.qids[h],
+        kg.relations[r],
+        kg.qids[t],
+        score,
+        source,
+        sentence,
+        kg.labels[h],
+        kg.relation_name(r),
+        kg.labels[t],
+    )

@@ -5,6 +5,7 @@ Build once per process (spaCy, alias matcher, KG context); `link_many` streams d
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,13 @@ DOC_CONTEXT_CHARS = 400  # the opening of a document that its context vector rea
 # full name) is near at hand, and comparing each mention with every other of a book would make the
 # cost grow with the square of its length. 20k characters hold a long news article whole.
 PIECE_CHARS = 20_000
+# spaCy's tokenizer strips affixes off a word one at a time, each time searching the rest of the
+# word: its cost grows with the square of a word's length (100,000 emoji took 204 s, and held the
+# GIL all along). spaCy reads a copy of the text with a space put in every WORD_CHARS characters of
+# a longer run without whitespace (a URL, an emoji wall, text in a script without spaces); offsets
+# are the same, and mentions keep the original text
+WORD_CHARS = 200
+_LONG_RUN = re.compile(rf"\S{{{WORD_CHARS + 1},}}")
 _CUTS = ("\n\n", "\n", ". ", "? ", "! ", "; ", " ")
 
 
@@ -117,6 +125,20 @@ def text_pieces(
         lo = cut
     out.append((lo, len(text)))
     return out
+
+
+def short_words(text: str) -> str:
+    """`text` with a space in place of every WORD_CHARS-th character of each run of more than
+    WORD_CHARS non-space characters: the same length and offsets, and no word spaCy's tokenizer
+    needs quadratic time for."""
+    if _LONG_RUN.search(text) is None:
+        return text
+
+    def cut(run: re.Match[str]) -> str:
+        word = run.group()
+        return " ".join(word[i + 1 if i else 0 : i + WORD_CHARS] for i in range(0, len(word), WORD_CHARS))
+
+    return _LONG_RUN.sub(cut, text)
 
 
 def require_names(kg: KnowledgeGraph) -> KnowledgeGraph:
@@ -282,18 +304,19 @@ class Linker:
     def link_many(
         self,
         texts: Iterable[str],
-        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+        spans: Sequence[Sequence[tuple[int, int]] | None] | None = None,
         batch_size: int = 32,
         min_score: float | None = None,
     ) -> list[list[LinkedEntity]]:
-        """Each text's linked entities; `spans` (per text) links only those spans; `min_score`
-        overrides the NIL threshold for this call (0: every mention's best candidate)."""
+        """Each text's linked entities; `spans` (per text) links only those spans, and a text whose
+        spans are None has its mentions found (so texts with and without spans share one call);
+        `min_score` overrides the NIL threshold for this call (0: every mention's best candidate)."""
         return self.link_with_vectors(texts, spans, batch_size, min_score)[0]
 
     def link_with_vectors(
         self,
         texts: Iterable[str],
-        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+        spans: Sequence[Sequence[tuple[int, int]] | None] | None = None,
         batch_size: int = 32,
         min_score: float | None = None,
     ) -> tuple[list[list[LinkedEntity]], list[np.ndarray | None]]:
@@ -301,8 +324,12 @@ class Linker:
         the text model's unit vector of its opening (of each piece's opening, averaged, for a
         long text); None without a text model."""
         texts = [check_text(t, f"document {i}") for i, t in enumerate(texts)]
+        if spans is not None and len(spans) != len(texts):
+            raise BadTextError(
+                f"{len(spans)} span lists for {len(texts)} texts; give one per text (None: find)"
+            )
         for i, doc_spans in enumerate(spans or []):
-            bad = [(s, e) for s, e in doc_spans if not 0 <= s < e <= len(texts[i])]
+            bad = [(s, e) for s, e in doc_spans or () if not 0 <= s < e <= len(texts[i])]
             if bad:
                 raise BadTextError(
                     f"document {i}: span {list(bad[0])} is not inside its {len(texts[i])}-character text; give [start, end) offsets with start < end"
@@ -310,19 +337,16 @@ class Linker:
         # long texts are linked piece by piece (see PIECE_CHARS), so the cost grows with the length
         where: list[tuple[int, int]] = []  # each piece's document and offset
         piece_texts: list[str] = []
-        piece_spans: list[list[tuple[int, int]]] = []
+        piece_spans: list[list[tuple[int, int]] | None] = []  # None: find the piece's mentions
         for i, text in enumerate(texts):
-            given = list(spans[i]) if spans is not None else []
-            for lo, hi in text_pieces(text, PIECE_CHARS, given):
+            given = None if spans is None or spans[i] is None else list(spans[i] or ())
+            for lo, hi in text_pieces(text, PIECE_CHARS, given or ()):
                 where.append((i, lo))
                 piece_texts.append(text[lo:hi])
-                piece_spans.append([(s - lo, e - lo) for s, e in given if lo <= s and e <= hi])
-        linked, piece_vectors = self._link_pieces(
-            piece_texts,
-            piece_spans if spans is not None else None,
-            batch_size,
-            min_score,
-        )
+                piece_spans.append(
+                    None if given is None else [(s - lo, e - lo) for s, e in given if lo <= s and e <= hi]
+                )
+        linked, piece_vectors = self._link_pieces(piece_texts, piece_spans, batch_size, min_score)
         results: list[list[LinkedEntity]] = [[] for _ in texts]
         sums: list[np.ndarray | None] = [None] * len(texts)
         for (i, lo), found, vector in zip(where, linked, piece_vectors, strict=True):
@@ -335,10 +359,12 @@ class Linker:
     def _link_pieces(
         self,
         texts: list[str],
-        spans: Sequence[Sequence[tuple[int, int]]] | None,
+        spans: Sequence[Sequence[tuple[int, int]] | None],
         batch_size: int,
         min_score: float | None,
     ) -> tuple[list[list[LinkedEntity]], list[np.ndarray | None]]:
+        """Each piece linked on its own: its given spans (kept when NIL), or, where they are None,
+        the mentions the finder reads in it."""
         results, all_vectors = [], []
         chunk = 8 * batch_size  # documents held at once
         with ThreadPoolExecutor(1) as pool:
@@ -350,20 +376,27 @@ class Linker:
                 # thread count is the process owner's to set (the CLI, a worker), never a call's
                 pending = pool.submit(self.doc_vectors, part) if self.overlap else None
                 with self._nlp_lock:
-                    docs = list(self.nlp.pipe(part, batch_size=batch_size))
+                    docs = list(self.nlp.pipe(map(short_words, part), batch_size=batch_size))
                     found = [
-                        self.finder.find(doc) if spans is None else given_mentions(doc.text, spans[i], doc)
+                        self.finder.find(doc)
+                        if (given := spans[i]) is None
+                        else given_mentions(doc.text, given, doc)
                         for i, doc in enumerate(docs, start=lo)
                     ]
+                found = [
+                    ms if doc.text == text else [replace(m, text=text[m.start : m.end]) for m in ms]
+                    for ms, doc, text in zip(found, docs, part, strict=True)
+                ]
                 self.candidates.prefetch([m for mentions in found for m in mentions])
                 cands = [self.candidates.generate(mentions) for mentions in found]
                 vectors = pending.result() if pending is not None else self.doc_vectors(part)
                 all_vectors += vectors
-                for text, mentions, cs, vector in zip(part, found, cands, vectors, strict=True):
+                for i, (text, mentions, cs, vector) in enumerate(
+                    zip(part, found, cands, vectors, strict=True), start=lo
+                ):
+                    keep_nil = spans[i] is not None  # a given span is answered even when NIL
                     results.append(
-                        self.disambiguate(
-                            mentions, spans is not None, vector, cs, min_score, text_length=len(text)
-                        )
+                        self.disambiguate(mentions, keep_nil, vector, cs, min_score, text_length=len(text))
                     )
         return results, all_vectors
 

@@ -121,6 +121,32 @@ def test_a_changed_byte_a_missing_part_or_another_version_fails_at_load(built: P
         load(copy)
 
 
+def test_a_manifest_naming_a_path_outside_the_bundle_is_refused(built: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(built / "transe", outside)  # real files, whose checksums match the manifest's
+    for n, edit in enumerate(
+        [
+            lambda m: m["parts"]["transe"].update(path="../elsewhere"),
+            lambda m: m["parts"]["transe"].update(path=str(outside)),
+            lambda m: m["parts"]["kg"]["files"].update({"../../elsewhere/config.json": "0" * 64}),
+        ]
+    ):
+        copy = damaged(built, tmp_path / f"c{n}")
+        manifest = json.loads((copy / "manifest.json").read_text())
+        edit(manifest)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(KGFormatError, match="outside the bundle folder"):
+            load(copy)
+        p = run("bundle", "info", str(copy))
+        assert p.returncode == 2 and "outside the bundle folder" in p.stderr, p.stderr
+        assert "every file matches" not in p.stdout
+    link = damaged(built, tmp_path / "link")
+    shutil.rmtree(link / "transe")
+    (link / "transe").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(KGFormatError, match="outside the bundle folder"):
+        load(link)
+
+
 def test_parts_that_do_not_fit_together_are_refused(built: Path, tmp_path: Path, kg_dir: Path) -> None:
     from kg.io import load_kg
     from kg.link.linker import Linker

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from kg import load_kg
 from kg.link.aliases import AliasTable, normalize
@@ -217,13 +218,90 @@ def test_context_similarity_separates_senses(linker: Linker) -> None:
     assert sport > fruit + 0.1
 
 
+def test_texts_with_and_without_spans_in_one_call_each_get_what_they_get_alone(linker: Linker) -> None:
+    texts = ["Tokyo is in Japan.", "Rome is in Italy.", "Barack Obama visited Paris."]
+    spans = [None, [(0, 4)], None]
+    together = linker.link_many(texts, spans)
+    alone = [linker.link_many([t], None if s is None else [s])[0] for t, s in zip(texts, spans, strict=True)]
+    key = lambda found: [(x.start, x.end, x.qid, round(x.score, 3)) for x in found]  # noqa: E731
+    assert [key(f) for f in together] == [key(f) for f in alone]
+    assert {x.qid for x in together[0]} >= {"Q1490", "Q17"} and [x.text for x in together[1]] == ["Rome"]
+
+
+def test_a_word_of_100000_characters_costs_linear_time(linker: Linker) -> None:
+    import time
+
+    from kg.link.linker import WORD_CHARS, short_words
+
+    for n in (1, WORD_CHARS, WORD_CHARS + 1, 3 * WORD_CHARS + 7):
+        text = "Paris " + "x" * n + " Berlin"
+        cut = short_words(text)
+        assert len(cut) == len(text) and max(map(len, cut.split())) <= WORD_CHARS
+    linker.link_many(["\U0001f600" * 2_000])
+    times = []
+    for n in (10_000, 40_000):
+        start = time.perf_counter()
+        assert linker.link_many(["\U0001f600" * n]) == [[]]
+        times.append(time.perf_counter() - start)
+    assert times[1] < 8 * times[0] + 1, times  # 4x the text: about 4x the time (it was 16x and more)
+    url = "See https://example.org/" + "a" * 300 + " in Paris."
+    (paris,) = [x for x in linker.link_many([url])[0] if x.qid == "Q90"]
+    assert url[paris.start : paris.end] == paris.text == "Paris"
+
+
 def test_bundled_entity_vectors_match_the_bundled_kg_and_model(linker: Linker) -> None:
+    from safetensors.numpy import load_file
+
     from kg.io import data_root
-    from kg.link.dense import fingerprint
+    from kg.link.dense import entity_text, fingerprint
 
     assert linker.embed is not None
     bundled = data_root() / "linker" / f"entities-{fingerprint(linker.kg, linker.embed)}.safetensors"
     assert bundled.exists(), "regenerate data/linker vectors: the KG or the text model changed"
+    # the name is a promise about the content: the model here makes the same vectors
+    shipped = load_file(bundled)["vectors"].astype(np.float32)
+    rows = [i for i in range(0, linker.kg.num_entities, 97) if linker.kg.labels[i]]
+    fresh = linker.embed([entity_text(linker.kg, i) for i in rows])
+    assert np.abs(fresh - shipped[rows]).max() < 2e-3  # the file keeps float16
+
+
+def test_the_vectors_key_is_what_makes_the_vectors_not_a_library_version() -> None:
+    from encoders.text import TextEncoder
+
+    text = TextEncoder.load()
+    before = text.embedder().model_id  # type: ignore[attr-defined]
+    # what a newer transformers writes into the config (its version, renamed fields) changes nothing
+    text.model.config.transformers_version = "99.0.0"  # type: ignore[union-attr]
+    again = TextEncoder(text.path, text.tokenizer, text.model)
+    assert again.embedder().model_id == before  # type: ignore[attr-defined]
+    assert again.embedder(max_length=64).model_id != before  # type: ignore[attr-defined]
+    # a changed weight does change it
+    with torch.no_grad():
+        next(iter(again.model.parameters())).view(-1)[0] += 1.0
+    changed = TextEncoder(text.path, text.tokenizer, again.model)
+    assert changed.embedder().model_id != before  # type: ignore[attr-defined]
+
+
+def test_a_fresh_install_links_with_the_shipped_vectors_and_computes_none(tmp_path: Path) -> None:
+    """An empty cache, as on a new machine: `kgpipe link` must find the vectors shipped in data/."""
+    import os
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "text": "Barack Obama visited Paris."}) + "\n")
+    env = {**os.environ, "KGPIPE_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    kgpipe = str(Path(sys.executable).parent / "kgpipe")
+    p = subprocess.run(
+        [kgpipe, "link", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-500:]
+    assert "embedding entities" not in p.stderr
+    assert not [f for f in cache.rglob("*") if f.is_file()]
+    assert "Q76" in (tmp_path / "out.jsonl").read_text()
 
 
 def test_demonyms_and_country_names_find_their_country(linker: Linker) -> None:
