@@ -18,7 +18,6 @@ import torch
 
 from kg.errors import KGPipeError
 
-
 POOLING = "mean-pooled last hidden state, L2-normalised"  # how `embed` makes a vector (see identity)
 # a text that shows how a tokenizer cases, strips accents and splits words and unknown characters
 _PROBE = "Hello WORLD, Ça va? Zürich naïve 東京 e=mc² 😀 don't co-operate 1,234.5"
