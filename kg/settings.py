@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         config = os.environ.get("KGPIPE_CONFIG")
         sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
         if config:
+            if not Path(config).is_file():
+                raise KGFormatError(
+                    config,
+                    None,
+                    "KGPIPE_CONFIG names this settings file, and there is no such file",
+                    "Give the path of a JSON file of settings, or unset KGPIPE_CONFIG",
+                )
             sources += (JsonConfigSettingsSource(settings_cls, json_file=config),)
         return sources
 

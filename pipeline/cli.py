@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
     try:
+        from kg.settings import settings
+
+        settings()  # a bad KGPIPE_* setting or a missing KGPIPE_CONFIG file stops every command at once
         code = app(args=argv, standalone_mode=False)
     except KGPipeError as e:
         _fail(str(e), 2)

@@ -35,7 +35,9 @@ def run_demo(
     from pipeline.report import Report
 
     started = time.perf_counter()
-    console = Console()
+    from pipeline.commands.common import console_for
+
+    console = console_for()
     report = Report()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("loading the bundle", total=3)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from pipeline.commands.common import (
@@ -16,6 +15,7 @@ from pipeline.commands.common import (
     app,
     bundle_app,
     console,
+    console_for,
 )
 
 
@@ -85,7 +85,7 @@ def bundle_info_command(
         table.add_column(column)
     for name, p in info["parts"].items():
         table.add_row(name, p["path"], str(p["files"]), p["sha256"][:16], p["source"])
-    Console().print(table)
+    console_for().print(table)
     console.print("every file matches its checksum")
 
 

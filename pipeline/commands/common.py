@@ -5,6 +5,8 @@ open KGs and bundles for a command.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -75,7 +77,17 @@ link_app = typer.Typer(
 )
 app.add_typer(link_app, name="link")
 
-console = Console(stderr=True)
+
+def console_for(stderr: bool = False) -> Console:
+    """A rich console for a command's output. On a terminal it fits the window; anywhere else (a
+    log file, a pipe, CI) lines are printed whole rather than wrapped at rich's default 80 columns,
+    so a summary stays one line that grep finds."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 10_000
+    return Console(stderr=stderr, soft_wrap=True, width=width)
+
+
+console = console_for(stderr=True)
 FormatOpt = Annotated[
     str | None,
     typer.Option(
@@ -135,7 +147,7 @@ def print_result(result: Mapping[str, object], as_json: bool, title: str) -> Non
     for key in result:
         table.add_column(key, justify="right")
     table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in result.values()))
-    Console().print(table)
+    console_for().print(table)
 
 
 def positive(*options: tuple[str, float]) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from kg.storage import check_output
@@ -18,6 +17,7 @@ from pipeline.commands.common import (
     FormatOpt,
     UnseenOpt,
     console,
+    console_for,
     kg_app,
     open_kg,
     print_result,
@@ -49,7 +49,7 @@ def kg_info(
     for key, value in info.items():
         if key not in ("name", "source"):
             table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
-    Console().print(table)
+    console_for().print(table)
 
 
 @kg_app.command("convert")

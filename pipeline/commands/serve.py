@@ -83,6 +83,7 @@ def serve_command(
     if store is not None:
         os.environ["KGPIPE_STORE"] = store
     limits = limits_from_settings()  # a bad KGPIPE_API_* value fails here, in one line
+    _check_port_free(host, port)
     console.print(
         f"kgpipe API on http://{host}:{port} (docs at /docs; batches of up to {limits.max_batch}); "
         "models load in the background: GET /ready"
@@ -90,3 +91,26 @@ def serve_command(
     uvicorn.run(
         "pipeline.api:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning"
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line now, rather than uvicorn's error after the models are loaded (and exit 3)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise typer.BadParameter(
+            f"{host!r} is not an address of this machine ({e})", param_hint="'--host'"
+        ) from e
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise typer.BadParameter(
+                f"cannot listen on {host}:{port} ({e.strerror}); another server holds the port: "
+                "stop it, or give another --port",
+                param_hint="'--port'",
+            ) from e
