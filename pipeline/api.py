@@ -715,6 +715,9 @@ class _Invalid(Exception):
     pass
 
 
+_UNION_BRANCHES = frozenset({"str", "int", "float", "bool", "list", "dict"})
+
+
 def _message(e: BaseException) -> str:
     if isinstance(e, KGPipeError | _Invalid | _TooLarge | ValueError):
         return str(e)
@@ -739,13 +742,19 @@ def _errors(app: FastAPI) -> None:
                 status_code=415,
             )
         errors = exc.errors()
-        details = [
-            {
-                "field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body",
-                "problem": e.get("msg", "").removeprefix("Value error, "),
-            }
-            for e in errors[:10]
-        ]
+        details: list[dict[str, str]] = []
+        for e in errors:
+            # a union's branches ('id' is str or int) add their type to the path: one field, one problem
+            field = ".".join(str(p) for p in e.get("loc", ())[1:] if str(p) not in _UNION_BRANCHES) or "body"
+            problem = e.get("msg", "").removeprefix("Value error, ")
+            if field == "body" and e.get("type") in ("model_attributes_type", "dict_type"):
+                problem = 'the body must be a JSON object, such as {"text": "Paris is in France."}'
+            same = next((d for d in details if d["field"] == field), None)
+            if same is None:
+                details.append({"field": field, "problem": problem})
+            elif problem not in same["problem"]:  # another branch of a union: either would do
+                same["problem"] += f", or {problem[0].lower()}{problem[1:]}"
+        details = details[:10]
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":
             return JSONResponse(
