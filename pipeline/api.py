@@ -135,7 +135,9 @@ class SearchFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     entities: list[str] = Field(default_factory=list, description="documents mentioning any of these QIDs")
     types: list[str] = Field(
-        default_factory=list, description="documents mentioning an entity of these types"
+        default_factory=list,
+        description="documents about an entity of these KG types (PER, LOC, ORG, WORK, LANG): the type "
+        "the KG gives the entity the document is about (its title, else the name it opens with)",
     )
     where: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="metadata column = value"
@@ -239,6 +241,10 @@ class SearchResult(Answer):
     )
     via: list[str] | None = Field(
         default=None, description="the entities whose documents are the hits (the entity, or its neighbours)"
+    )
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        description="QID -> name of every entity the hits mention, to show beside the QIDs",
     )
 
 
@@ -685,7 +691,7 @@ def _search(bundle: Any, items: list[tuple[str | None, str | None, int, SearchFi
         where = Filter(tuple(f.entities), tuple(f.types), tuple((c, str(v)) for c, v in f.where.items()))
         hits = searcher.text([q for _, q in members], k, where)
         for (i, _), row in zip(members, hits, strict=True):
-            answers[i] = {"hits": [h.as_dict() for h in row]}
+            answers[i] = {"hits": [h.as_dict() for h in row], "names": searcher.names(row)}
     for i, (query, entity, k, f) in enumerate(items):
         if query is None and entity is not None:
             where = Filter((), tuple(f.types), tuple((c, str(v)) for c, v in f.where.items()))
@@ -695,6 +701,7 @@ def _search(bundle: Any, items: list[tuple[str | None, str | None, int, SearchFi
                 "hits": [h.as_dict() for h in found["hits"]],
                 "neighbours": [h.as_dict() for h in found["neighbours"]],
                 "via": found["via"],
+                "names": searcher.names(found["hits"], found["neighbours"]),
             }
     return [answers[i] for i in range(len(items))]
 

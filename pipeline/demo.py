@@ -149,9 +149,8 @@ def show_batch(console: Console, bundle: Bundle, out: Path, report: Report) -> P
         table.add_column(column)
     kg = bundle.kg
     for f in facts[:8]:
-        head, tail = (kg.labels[kg.entity_id(q)] or q for q in (f["head"], f["tail"]))
-        relation = f["relation"].rsplit("/", 1)[-1].replace("_", " ")
-        table.add_row(f["doc_id"], head, relation, tail, f["source"], f"{f['score']:.2f}")
+        head, tail = (kg.describe(q) for q in (f["head"], f["tail"]))
+        table.add_row(f["doc_id"], head, f["relation_name"], tail, f["source"], f"{f['score']:.2f}")
     console.print(table)
     console.print(
         f"{summary.documents} documents, {summary.entities} entities, {summary.facts} facts, "
@@ -186,7 +185,7 @@ def show_search(console: Console, bundle: Bundle, extraction: Path, store: Path,
                 query,
                 f"{h.score:.3f}",
                 str(h.metadata.get("title", h.id)),
-                ", ".join(h.metadata.get("entities", [])[:4]),
+                ", ".join(_named(bundle, h.metadata.get("entities", [])[:4])),
             )
             query = ""
     console.print(table)
@@ -197,7 +196,7 @@ def show_search(console: Console, bundle: Bundle, extraction: Path, store: Path,
             query if i == 0 else "",
             h.score,
             h.metadata.get("title", h.id),
-            ", ".join(h.metadata.get("entities", [])[:4]),
+            ", ".join(_named(bundle, h.metadata.get("entities", [])[:4])),
         ]
         for query, hits in shown
         for i, h in enumerate(hits)
@@ -208,6 +207,12 @@ def show_search(console: Console, bundle: Bundle, extraction: Path, store: Path,
         rows,
         f"store {store}: {summary.total_documents} documents, {summary.entities:,} entities; entities nearest Paris: {near}",
     )
+
+
+def _named(bundle: Bundle, qids: list[str]) -> list[str]:
+    """Each QID as 'name (QID)', for people to read."""
+    kg = bundle.kg
+    return [kg.describe(q) if kg.has_entity(q) else q for q in qids]
 
 
 def show_linking(
@@ -270,16 +275,9 @@ def _batch_report(
     )
     rows = []
     for f in facts[:10]:
-        head, tail = (kg.labels[kg.entity_id(q)] or q for q in (f["head"], f["tail"]))
+        head, tail = (kg.describe(q) for q in (f["head"], f["tail"]))
         rows.append(
-            [
-                f["doc_id"],
-                head,
-                f["relation"].rsplit("/", 1)[-1].replace("_", " "),
-                tail,
-                f["source"],
-                f["score"],
-            ]
+            [f["doc_id"], head, f"{f['relation_name']} ({f['relation']})", tail, f["source"], f["score"]]
         )
     report.table(
         "facts between entities of a sentence",

@@ -15,12 +15,12 @@ names it, and a search with another model is refused.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from kg.errors import KGPipeError
 from pipeline.store import FaissCollection, Filter, Hit, Store, StoreError, create_store, open_store
@@ -28,6 +28,7 @@ from pipeline.store import FaissCollection, Filter, Hit, Store, StoreError, crea
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from kg.graph import KnowledgeGraph
     from pipeline.bundle import Bundle
 
 QUERY_MAX_LENGTH = 128  # word pieces: the document vectors are made with the linker's embedder at 128
@@ -41,6 +42,8 @@ class IndexSummary:
     skipped: int
     entities: int
     total_documents: int = 0
+    # metadata columns stored as text because their values had several types: {column: the types}
+    as_text: dict[str, str] = field(default_factory=dict)
 
 
 def encoder_identity(bundle: Bundle) -> dict[str, Any]:
@@ -55,24 +58,75 @@ def encoder_identity(bundle: Bundle) -> dict[str, Any]:
 
 
 def _read_extraction(folder: Path) -> tuple[dict[str, Any], Any, Any, dict[str, str]]:
+    """The manifest of an extraction, its documents and entities, and each docs file's input file
+    name. Reads exactly the files `_manifest.json` lists, each checked against its sha256 first:
+    other Parquet files in the folder (an earlier run's partitions) are never read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kg.storage import sha256
+
+    def marker_source(partition: str) -> str:  # for manifests written before they named sources
+        try:
+            marker = json.loads((folder / "_done" / f"{partition}.json").read_text(encoding="utf-8"))
+            return Path(str(marker["spec"]["source"])).name
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
     manifest_file = folder / "_manifest.json"
+    again = f"run `kgpipe extract INPUT... --out {folder}` again: it re-extracts damaged partitions"
     if not manifest_file.is_file():
         raise StoreError(
             f"{folder}: no _manifest.json, so not a finished `kgpipe extract` output; run "
             f"`kgpipe extract INPUT... --out {folder}` (again, to finish it) first"
         )
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-    for sub in ("docs", "entities"):
-        if not (folder / sub).is_dir():
-            raise StoreError(f"{folder}/{sub}: missing; run `kgpipe extract` again to finish the extraction")
-    docs = ds.dataset(folder / "docs", format="parquet").to_table(columns=["doc_id", "vector", "metadata"])
-    ents = ds.dataset(folder / "entities", format="parquet").to_table(columns=["doc_id", "qid", "kg_type"])
-    sources: dict[str, str] = {}  # doc file name -> its input file's name, from the done markers
-    for marker in sorted((folder / "_done").glob("*.json")):
-        m = json.loads(marker.read_text(encoding="utf-8"))
-        source = Path(str(m.get("spec", {}).get("source", ""))).name
-        for f in m.get("files", {}).values():
-            sources[Path(f["file"]).name] = source
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        listed = [
+            (
+                Path(str(p.get("source") or "")).name,
+                {t: (str(p["files"][t]["file"]), str(p["files"][t]["sha256"])) for t in ("docs", "entities")},
+            )
+            for p in manifest["partitions"]
+        ]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise StoreError(
+            f"{manifest_file}: not a readable extraction manifest ({type(e).__name__}); {again}"
+        ) from e
+    root = folder.resolve()
+    files: dict[str, list[Path]] = {"docs": [], "entities": []}
+    sources: dict[str, str] = {}  # doc file name -> its input file's name
+    for source, named in listed:
+        for table, (name, digest) in named.items():
+            path = folder / name
+            if not path.resolve().is_relative_to(root):
+                raise StoreError(f"{manifest_file}: lists {name}, outside the folder; {again}")
+            if not path.is_file():
+                raise StoreError(f"{path}: listed in {manifest_file.name} but missing; {again}")
+            if sha256(path) != digest:
+                raise StoreError(
+                    f"{path}: damaged (its sha256 is not the one {manifest_file.name} lists); {again}"
+                )
+            files[table].append(path)
+        docs_file = Path(named["docs"][0])
+        sources[docs_file.name] = source or marker_source(docs_file.stem.removeprefix("part-"))
+
+    def read(table: str, columns: list[str], empty: pa.Schema) -> pa.Table:
+        parts = [t for t in (pq.read_table(f, columns=columns) for f in files[table]) if t.num_rows]
+        return pa.concat_tables(parts) if parts else empty.empty_table()
+
+    docs = read(
+        "docs",
+        ["doc_id", "vector", "metadata"],
+        pa.schema([("doc_id", pa.string()), ("vector", pa.list_(pa.float32())), ("metadata", pa.string())]),
+    )
+    ents = read(
+        "entities",
+        ["doc_id", "start", "qid", "kg_type"],
+        pa.schema(
+            [("doc_id", pa.string()), ("start", pa.int32()), ("qid", pa.string()), ("kg_type", pa.string())]
+        ),
+    )
     return manifest, docs, ents, sources
 
 
@@ -102,11 +156,15 @@ def index_extraction(
     new_ids = {ids[i] for i in new}
     mentions: dict[str, list[str]] = {}
     types: dict[str, set[str]] = {}
-    for d, q, t in zip(*(ents.column(c).to_pylist() for c in ("doc_id", "qid", "kg_type")), strict=True):
+    opening: dict[str, str] = {}  # doc id -> the entity whose name opens its text
+    columns = ("doc_id", "start", "qid", "kg_type")
+    for d, start, q, t in zip(*(ents.column(c).to_pylist() for c in columns), strict=True):
         if str(d) in new_ids:
             mentions.setdefault(str(d), []).append(q)
             if t:
                 types.setdefault(str(d), set()).add(t)
+            if start <= OPENS_AT and str(d) not in opening:
+                opening[str(d)] = q
     vectors = (
         docs.column("vector").combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
         if ids
@@ -118,6 +176,7 @@ def index_extraction(
         )
     metas = docs.column("metadata").to_pylist()
     source_of = _sources_per_row(folder, sources)
+    subject_type = _SubjectTypes(bundle.kg)
     batch = 5000
     for lo in range(0, len(new), batch):
         rows = new[lo : lo + batch]
@@ -126,7 +185,8 @@ def index_extraction(
             m = _flat(json.loads(metas[i]) if metas[i] else {})
             m["source"] = source_of.get(ids[i], "")
             m["entities"] = sorted(set(mentions.get(ids[i], [])))
-            m["types"] = sorted(types.get(ids[i], set()))
+            m["types"] = subject_type(m.get("title"), opening.get(ids[i]))
+            m["mention_types"] = sorted(types.get(ids[i], set()))
             meta.append(m)
         doc_col.upsert([ids[i] for i in rows], vectors[rows], meta)
         if progress:
@@ -135,16 +195,43 @@ def index_extraction(
     store.save()
     total = len(doc_col)
     store.close()
-    return IndexSummary(str(out), len(new), len(ids) - len(new), n_entities, total)
+    as_text = dict(doc_col.as_text) if isinstance(doc_col, FaissCollection) else {}
+    return IndexSummary(str(out), len(new), len(ids) - len(new), n_entities, total, as_text)
+
+
+OPENS_AT = 4  # a mention starting this close to the text's start names its subject ('"Paris', 'The Beatles')
+
+
+class _SubjectTypes:
+    """A document's `types`: the KG's coarse type (PER, LOC, ORG, WORK, LANG; see
+    `kg.link.context.coarse_types`) of the entity it is about, where the KG holds that entity. The
+    entity is the one whose KG label is the document's `title`, else the one whose name opens its
+    text (a Wikipedia lead names its subject first); a document about something the KG does not hold
+    has none. The types of everything a document mentions are `mention_types`."""
+
+    def __init__(self, kg: KnowledgeGraph) -> None:
+        from kg.link.context import coarse_types
+
+        self.kg = kg
+        self.types = coarse_types(kg)
+        self.by_label: dict[str, int] = {}
+        for i, label in enumerate(kg.labels):
+            if label and kg.qids[i]:  # a title's first letter is a capital ('Jazz' is jazz)
+                self.by_label.setdefault(label[:1].upper() + label[1:], i)
+
+    def __call__(self, title: object, opening_qid: str | None) -> list[str]:
+        i = self.by_label.get(title[:1].upper() + title[1:]) if isinstance(title, str) else None
+        if i is None and opening_qid and self.kg.has_entity(opening_qid):
+            i = self.kg.entity_id(opening_qid)
+        return [self.types[i]] if i is not None and self.types[i] else []
 
 
 def _sources_per_row(folder: Path, sources: dict[str, str]) -> dict[str, str]:
     """doc id -> the name of the input file it came from."""
     out: dict[str, str] = {}
-    for f in sorted((folder / "docs").glob("*.parquet")):
-        source = sources.get(f.name, "")
-        for d in ds.dataset(f, format="parquet").to_table(columns=["doc_id"]).column("doc_id").to_pylist():
-            out[str(d)] = source
+    for name, source in sorted(sources.items()):  # the docs files the manifest lists, checked
+        ids = pq.read_table(folder / "docs" / name, columns=["doc_id"]).column("doc_id").to_pylist()
+        out.update((str(d), source) for d in ids)
     return out
 
 
@@ -153,7 +240,9 @@ def _flat(metadata: dict[str, Any]) -> dict[str, Any]:
     named like one the store sets itself gets the prefix `input_`."""
     out: dict[str, Any] = {}
     for k, v in metadata.items():
-        key = f"input_{k}" if k in ("id", "pk", "entities", "types", "source", "vector") else k
+        key = (
+            f"input_{k}" if k in ("id", "pk", "entities", "types", "mention_types", "source", "vector") else k
+        )
         out[key] = (
             v if v is None or isinstance(v, str | int | float | bool) else json.dumps(v, ensure_ascii=False)
         )
@@ -245,6 +334,21 @@ class Searcher:
         if not queries:
             return []
         return self.store.collection("docs").search(self._encoder()(list(queries)), k, where)
+
+    def names(self, *hit_lists: Sequence[Hit]) -> dict[str, str]:
+        """QID -> name of every entity the hits mention (and of the entity hits themselves), from
+        the store's entities collection: what people read beside the QIDs."""
+        qids = sorted(
+            {q for hits in hit_lists for h in hits for q in [*h.metadata.get("entities", []), h.id]}
+        )
+        if not qids:
+            return {}
+        try:
+            entities = self.store.collection("entities")
+        except StoreError:  # a store made by hand, without kgpipe's entities collection
+            return {}
+        found = entities.get(qids)
+        return {q: str(r.get("label") or q) for q, r in zip(qids, found, strict=True) if r is not None}
 
     def entity(self, qid: str, k: int = 10, where: Filter | None = None) -> dict[str, Any]:
         """Documents about an entity and its neighbours in the KG's vector space.

@@ -58,13 +58,15 @@ def extract_command(
         raise typer.BadParameter(f"must be at least 1, not {partition_size}", param_hint="'--partition-size'")
     files = expand_inputs(inputs)
     check_output(out, FORMAT, tuple(files), force)
-    with tqdm(total=0, desc="partitions", unit="part") as bar:
+    bars: list[tqdm] = []  # the bar appears once the job starts: input refused before that is one line
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="partitions", unit="part"))
+        bars[0].total, bars[0].n = total, done
+        bars[0].refresh()
 
+    try:
         summary = run(
             files,
             out,
@@ -76,9 +78,26 @@ def extract_command(
             memory_limit=memory_limit,
             progress=progress,
         )
+    finally:
+        for bar in bars:
+            bar.close()
     console.print(
         f"extracted {summary.documents:,} documents ({summary.partitions} partitions, {summary.skipped} "
         f"already done): {summary.entities:,} entities, {summary.facts:,} facts, {summary.errors:,} bad "
         f"lines (_errors.jsonl), {summary.docs_per_second:.1f} documents/s on {summary.workers} worker(s) "
         f"-> {summary.out}"
     )
+    if summary.damaged:
+        console.print(
+            f"{len(summary.damaged)} partition(s) damaged, extracted again (the first: {summary.damaged[0]})"
+        )
+    if summary.workers_lost:
+        console.print(
+            f"{len(summary.workers_lost)} dask worker(s) lost during the job ({', '.join(summary.workers_lost[:3])}); "
+            f"{len(summary.reruns)} unfinished partition(s) started again on the others, no finished one"
+        )
+    if summary.removed:
+        console.print(
+            f"{summary.removed} partition(s) of an earlier run over these inputs (another --partition-size, "
+            "changed inputs or another bundle) removed"
+        )

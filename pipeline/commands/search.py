@@ -54,17 +54,30 @@ def index_command(
     if not Path(extraction).is_dir():
         raise typer.BadParameter(f"{extraction}: no such folder", param_hint="EXTRACT_DIR")
     opened = load(bundle, eager=False)
-    with tqdm(total=0, desc="documents", unit="doc") as bar:
+    bars: list[tqdm] = []  # made at the first documents, so that a refusal before them is one line
 
-        def progress(done: int, total: int) -> None:
-            bar.total, bar.n = total, done
-            bar.refresh()
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="documents", unit="doc"))
+        bars[0].total, bars[0].n = total, done
+        bars[0].refresh()
 
+    try:
         summary = index_extraction(extraction, out, opened, factory=factory, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     console.print(
         f"indexed {summary.documents:,} new documents ({summary.skipped:,} already there; "
         f"{summary.total_documents:,} in all) and {summary.entities:,} entities -> {summary.store}"
     )
+    for column, kinds in summary.as_text.items():
+        console.print(
+            f"note: metadata column {column!r} holds {kinds}; stored as text "
+            f"(--where {column}=VALUE compares text either way)",
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command("search")
@@ -79,7 +92,8 @@ def search_command(
     kind: Annotated[
         list[str] | None,
         typer.Option(
-            "--type", help="only documents mentioning an entity of this KG type: PER, LOC, ORG, ..."
+            "--type",
+            help="only documents about an entity of this KG type (PER, LOC, ORG, WORK, LANG): the type the KG gives the entity the document is about (its title, else the name it opens with)",
         ),
     ] = None,
     where: Annotated[
@@ -113,7 +127,11 @@ def search_command(
     searcher = Searcher.open(store)
     if query is not None:
         hits = searcher.text([query], k, where_)[0]
-        result: dict[str, object] = {"query": query, "hits": [h.as_dict() for h in hits]}
+        result: dict[str, object] = {
+            "query": query,
+            "hits": [h.as_dict() for h in hits],
+            "names": searcher.names(hits),
+        }
     else:
         assert like_entity is not None
         found = searcher.entity(like_entity, k, where_)
@@ -122,6 +140,7 @@ def search_command(
             "via": found["via"],
             "hits": [h.as_dict() for h in found["hits"]],
             "neighbours": [h.as_dict() for h in found["neighbours"]],
+            "names": searcher.names(found["hits"], found["neighbours"]),
         }
     if as_json:
         print(json.dumps(result, ensure_ascii=False, default=str))
@@ -130,19 +149,28 @@ def search_command(
 
 
 def _print_hits(result: dict[str, object]) -> None:
+    """A table per section: the similarity and id of each hit, then its metadata (a column of the
+    user's named like one of these, `score` say, stays in the metadata column)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     out = Console()
     sections = [("hits", "documents")] + (
         [("neighbours", "neighbouring entities")] if "neighbours" in result else []
     )
+    shown = ("title", "label", "entities", "type")
     for key, title in sections:
         table = Table(title=title)
-        for col in ("score", "id", "title / label", "entities / type"):
+        for col in ("score", "id", "title / label", "entities / type", "metadata"):
             table.add_column(col)
         for h in result[key]:  # type: ignore[attr-defined]
-            label = h.get("title") or h.get("label") or ""
-            extra = ", ".join(h.get("entities", [])[:6]) if "entities" in h else h.get("type", "")
-            table.add_row(f"{h['score']:.3f}", str(h["id"]), str(label)[:60], str(extra))
+            m = h["metadata"]
+            label = m.get("title") or m.get("label") or ""
+            names: dict[str, str] = result.get("names") or {}  # type: ignore[assignment]
+            mentioned = [f"{names[q]} ({q})" if q in names else str(q) for q in (m.get("entities") or [])[:6]]
+            extra = ", ".join(mentioned) if "entities" in m else m.get("type", "")
+            rest = "; ".join(f"{k}={v}" for k, v in m.items() if k not in (*shown, "types", "mention_types"))
+            cells = (f"{h['score']:.3f}", str(h["id"]), str(label)[:60], str(extra), rest[:80])
+            table.add_row(*(Text(c) for c in cells))
         out.print(table)

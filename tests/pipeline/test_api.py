@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -113,11 +114,13 @@ def test_every_route_answers_with_its_documented_shape(server: str) -> None:
     assert len(ex["vector"]) == 384
     hits = httpx.post(f"{server}/search", json={"query": "ancient history", "k": 5}).json()["hits"]
     assert len(hits) == 5 and [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
-    some = next(h for h in hits if h["entities"])
+    some = next(h["metadata"] for h in hits if h["metadata"]["entities"])
+    names = httpx.post(f"{server}/search", json={"query": "ancient history", "k": 5}).json()["names"]
+    assert names[some["entities"][0]] not in ("", some["entities"][0])  # a name, by its QID
     only_q = httpx.post(
         f"{server}/search", json={"query": "history", "k": 5, "filter": {"entities": [some["entities"][0]]}}
     ).json()["hits"]
-    assert only_q and all(some["entities"][0] in h["entities"] for h in only_q)
+    assert only_q and all(some["entities"][0] in h["metadata"]["entities"] for h in only_q)
     about = httpx.post(f"{server}/search", json={"entity": "Q90", "k": 3}).json()
     assert about["hits"] and about["neighbours"]
     many = httpx.post(f"{server}/search", json={"queries": ["art", "war"], "k": 2}).json()["results"]
@@ -222,6 +225,23 @@ def test_the_page_shows_linked_entities_the_label_and_search_hits_in_chromium(se
         page.click("#search")
         page.wait_for_selector("#hits table tr:nth-child(2)", timeout=60_000)
         assert len(page.query_selector_all("#hits table tr")) == 6
+        # /docs with no network beyond the server: every asset comes from the server itself
+        docs = browser.new_page()
+        elsewhere: list[str] = []
+
+        def only_here(route: Any) -> None:
+            if route.request.url.startswith(server):
+                route.continue_()
+            else:
+                elsewhere.append(route.request.url)
+                route.abort()
+
+        docs.route("**/*", only_here)
+        docs.goto(server + "/docs")
+        docs.wait_for_selector(".opblock-summary-path", timeout=60_000)
+        paths = docs.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent)")
+        assert {"/link", "/classify", "/extract", "/search"} <= {p.strip() for p in paths}, paths
+        assert not elsewhere, elsewhere
         browser.close()
 
 
@@ -299,6 +319,176 @@ def test_a_worker_batches_concurrent_requests_isolates_bad_items_and_refuses_whe
         assert results[0] == [20] and results[2] == [40]
         assert isinstance(results[1][0], ValueError) and "negative: -3" in str(results[1][0])
         assert [2, -3, 4] in calls  # the three waiting requests went to the model as one batch
+        await worker.stop()
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------- batching never changes an answer
+
+POOL: list[tuple[str, dict[str, object]]] = [
+    ("/link", {"text": "Tokyo is the capital of Japan."}),
+    ("/link", {"text": "Rome is in Italy.", "spans": [[0, 4]]}),
+    ("/link", {"text": TEXT}),
+    ("/link", {"items": [{"id": "x", "text": OBAMA}, {"id": "y", "text": "Berlin", "spans": [[0, 6]]}]}),
+    ("/link", {"text": "Rome is in Italy.", "spans": []}),
+    ("/classify", {"text": TEXT}),
+    ("/classify", {"texts": [OBAMA, "The Beatles came from Liverpool."]}),
+    ("/extract", {"text": OBAMA}),
+    ("/extract", {"items": [{"id": 3, "text": TEXT}], "vector": True}),
+    ("/search", {"query": "ancient history", "k": 5}),
+    ("/search", {"query": "war", "k": 3, "filter": {"types": ["PER"]}}),
+    ("/search", {"queries": ["art", "music"], "k": 2}),
+    ("/search", {"entity": "Q90", "k": 3}),
+]
+
+
+def same(a: object, b: object, tol: float = 1e-3) -> bool:
+    """Equal, with floats within `tol` (a batch pads texts to one length: the last bits move)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) <= tol
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y, tol) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.slow
+def test_an_answer_given_in_a_batch_equals_the_answer_given_alone(server: str) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    alone: dict[int, object] = {}
+    with httpx.Client(timeout=120) as c:
+        for i, (route, body) in enumerate(POOL):
+            r = c.post(f"{server}{route}", json=body)
+            assert r.status_code == 200, (route, r.text[:300])
+            alone[i] = r.json()
+    assert alone[0]["entities"] and alone[1]["entities"]  # type: ignore[index]
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.sampled_from(range(len(POOL))), min_size=4, max_size=24))
+    def mixed(picks: list[int]) -> None:
+        def call(i: int) -> object:
+            route, body = POOL[i]
+            with httpx.Client(timeout=120) as c:
+                r = c.post(f"{server}{route}", json=body)
+            assert r.status_code == 200, (route, r.text[:300])
+            return r.json()
+
+        with ThreadPoolExecutor(len(picks)) as pool:
+            answers = list(pool.map(call, picks))
+        for i, answer in zip(picks, answers, strict=True):
+            assert same(answer, alone[i]), (POOL[i], answer, alone[i])
+
+    mixed()
+
+
+def test_docs_and_redoc_load_nothing_from_another_host() -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from pipeline.api import create_app
+
+    with TestClient(create_app()) as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page).text
+            urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", html)
+            assert urls and not [u for u in urls if re.match(r"(?:https?:)?//", u)], urls
+            for u in urls:
+                assert client.get(u).status_code == 200, u
+            assert "fonts.googleapis" not in html
+
+
+def test_openapi_declares_the_answer_and_every_error_of_each_model_route() -> None:
+    from pipeline.api import create_app
+
+    spec = create_app().openapi()
+    schemas = spec["components"]["schemas"]
+    for route in ("/link", "/classify", "/extract", "/search"):
+        responses = spec["paths"][route]["post"]["responses"]
+        assert {"200", "400", "413", "415", "422", "429", "500", "503"} <= set(responses), route
+        ok = json.dumps(responses["200"]["content"]["application/json"]["schema"])
+        assert "$ref" in ok, (route, ok)  # a declared model, not "any"
+        for code in ("400", "413", "415", "422", "429", "503"):
+            error = responses[code]["content"]["application/json"]["schema"]
+            assert error == {"$ref": "#/components/schemas/ErrorBody"}, (route, code, error)
+    assert set(schemas["ErrorBody"]["properties"]) == {"error", "details"}
+    assert "entities" in schemas["LinkResult"]["properties"]
+    assert {"head_name", "relation_name", "tail_name"} <= set(schemas["Fact"]["properties"])
+
+
+@pytest.mark.slow
+def test_refusals_say_what_to_send(server: str) -> None:
+    no_type = httpx.post(f"{server}/link", content=b'{"text": "Paris"}')
+    assert no_type.status_code == 415 and "Content-Type: application/json" in no_type.json()["error"]
+    form = httpx.post(f"{server}/classify", data={"text": "Paris"})
+    assert form.status_code == 415 and "application/json" in form.json()["error"]
+    for route in ("/classify", "/link", "/extract"):
+        blank = httpx.post(f"{server}{route}", json={"text": "  \n\t "})
+        assert blank.status_code == 422 and "only whitespace" in blank.json()["error"], (route, blank.text)
+    blank = httpx.post(f"{server}/classify", json={"texts": ["Paris", " "]})
+    assert blank.status_code == 422 and blank.json()["details"][0]["field"] == "texts.1"
+    yes = httpx.post(f"{server}/extract", json={"text": "Paris", "vector": "yes"})
+    assert yes.status_code == 422 and yes.json()["details"][0]["field"] == "vector"
+
+
+@pytest.mark.slow
+def test_health_answers_while_a_400_kb_text_is_linked(server: str) -> None:
+    import threading
+
+    heavy = threading.Thread(
+        target=lambda: httpx.post(f"{server}/link", json={"text": "\U0001f600" * 100_000}, timeout=300),
+        daemon=True,
+    )
+    heavy.start()
+    time.sleep(1)
+    slowest, searches = 0.0, 0
+    while heavy.is_alive() and slowest < 2:
+        start = time.perf_counter()
+        assert httpx.get(f"{server}/health", timeout=10).status_code == 200
+        slowest = max(slowest, time.perf_counter() - start)
+        # another model's route answers meanwhile too (it has its own thread; on 2 busy cores its
+        # encoder call may take seconds, so only that it answers is asserted)
+        assert httpx.post(f"{server}/search", json={"query": "art", "k": 2}, timeout=60).status_code == 200
+        searches += 1
+        time.sleep(0.3)
+    heavy.join(300)
+    assert not heavy.is_alive() and slowest < 2 and searches, (slowest, searches)
+
+
+def test_a_request_over_the_time_limit_gets_503_and_its_work_is_dropped() -> None:
+    import asyncio
+    import contextlib
+    import threading
+
+    from pipeline.api import Limits, TimedOut, Worker
+
+    seen: list[list[int]] = []
+    gate = threading.Event()
+
+    def model(items: list[int]) -> list[int]:
+        gate.wait(5)
+        seen.append(list(items))
+        return items
+
+    async def scenario() -> None:
+        worker = Worker("test", model, Limits(max_batch=1, max_wait_ms=0, timeout_s=0.2))
+        worker.start()
+        first = asyncio.create_task(worker.submit([1]))  # the model holds it at the gate
+        await asyncio.sleep(0.05)
+        try:
+            await worker.submit([2])  # waits behind it and times out
+            raise AssertionError("the second request must time out")
+        except TimedOut as e:
+            assert e.seconds == 0.2
+        gate.set()
+        with contextlib.suppress(TimedOut):
+            await first
+        await asyncio.sleep(0.2)
+        assert [2] not in seen  # dropped: the model never spent time on it
         await worker.stop()
 
     asyncio.run(scenario())

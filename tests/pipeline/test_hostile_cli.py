@@ -620,6 +620,47 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
         lambda w: ["kg", "names", str(w / "docs.jsonl"), "-o", str(w / "docs.jsonl")],
         "is the input",
     ),
+    # kgpipe extract: refused before any work, and no output folder left behind
+    (
+        "extract-memory-limit",
+        lambda w: ["extract", str(w / "docs.jsonl"), "--out", str(w / "ex1"), "--memory-limit", "lots"],
+        "'lots'",
+    ),
+    (
+        "extract-jsonl-named-parquet",
+        lambda w: [
+            "extract",
+            str(write(w, "lines.parquet", '{"id": "a", "text": "Paris."}\n')),
+            "-o",
+            str(w / "ex2"),
+        ],
+        "lines.parquet: not a Parquet file",
+    ),
+    (
+        "extract-1-and-quoted-1",
+        lambda w: [
+            "extract",
+            str(write(w, "ids.jsonl", '{"id": 1, "text": "Paris."}\n{"id": "1", "text": "Rome."}\n')),
+            "-o",
+            str(w / "ex3"),
+        ],
+        "ids.jsonl:1",
+    ),
+    (
+        "extract-null-id",
+        lambda w: [
+            "extract",
+            str(write(w, "nullid.jsonl", '{"id": "a", "text": "x"}\n{"id": null, "text": "y"}\n')),
+            "-o",
+            str(w / "ex4"),
+        ],
+        "nullid.jsonl:2",
+    ),
+    (
+        "extract-no-document",
+        lambda w: ["extract", str(write(w, "nodoc.jsonl", 'nope\n{"id": "a"}\n')), "-o", str(w / "ex5")],
+        "no document",
+    ),
 ]
 
 
@@ -637,3 +678,19 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(
     assert len(lines) == 1 and lines[0].startswith("kgpipe: error: "), p.stderr
     assert word in lines[0], lines[0]
     assert snapshot(world, FIXTURES) == before
+
+
+def test_serve_on_a_port_in_use_and_a_missing_config_file_are_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        p = run("serve", "--port", str(port))
+    assert p.returncode == 2 and f"127.0.0.1:{port}" in p.stderr and "another --port" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    env = {**os.environ, "KGPIPE_CONFIG": str(tmp_path / "nope.json")}
+    p = subprocess.run([KGPIPE, "kg", "info", str(FIXTURES / "kg")], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "nope.json" in p.stderr and "no such file" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

@@ -3,8 +3,10 @@ the search, reopening, refusals; and a store built from a real extraction, searc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.search import Searcher
-from pipeline.store import Filter, StoreError, create_store, int_id, open_store
+from pipeline.store import FaissCollection, Filter, Hit, StoreError, create_store, int_id, open_store
 
 BIN = Path(sys.executable).parent
 DIM = 24
@@ -136,6 +138,38 @@ def test_a_store_refuses_what_it_cannot_hold_and_says_what_to_do(tmp_path: Path)
     assert int_id("d1") != int_id("d2") and 0 <= int_id("x") < 2**63
 
 
+def test_metadata_of_several_types_is_kept_as_text_and_apart_from_the_hit(tmp_path: Path) -> None:
+    store = create_store(tmp_path / "s", {"model_id": "m"})
+    docs = store.create_collection("docs", DIM)
+    ids, x, _ = items(10)
+    # numbers in one write, text in the next (after reopening): the column becomes text, and says so
+    docs.upsert(ids[:5], x[:5], [{"year": 1990 + i, "score": "high"} for i in range(5)])
+    store.save()
+    again = open_store(tmp_path / "s")
+    docs = again.collection("docs")
+    assert isinstance(docs, FaissCollection)
+    docs.upsert(ids[5:], x[5:], [{"year": "c. 1995", "score": "low", "later": [1]} for _ in range(5)])
+    assert docs.as_text == {"year": "int (1990) and str ('c. 1995')"}
+    # within one write too: ints and text, a column only later rows have
+    docs.upsert(["m0", "m1"], x[:2], [{"score": 3}, {"score": "low", "late": True}])
+    assert docs.as_text["score"] == "int (3) and str ('low')"
+    again.save()
+    final = open_store(tmp_path / "s").collection("docs")
+    assert [final.get([i])[0]["year"] for i in ("d0", "d5")] == ["1990", "c. 1995"]  # type: ignore[index]
+    assert final.get(["m1"])[0]["late"] is True  # type: ignore[index]
+    assert [h.id for h in final.search(x[:1], 10, Filter(where=(("year", "1990"),)))[0]] == ["d0"]
+    # a column named like a field of the hit stays in the hit's metadata
+    hit = final.search(x[:1], 1)[0][0]
+    assert hit.as_dict() == {"id": "d0", "score": round(hit.score, 6), "metadata": hit.metadata}
+    assert isinstance(hit.as_dict()["score"], float) and hit.as_dict()["metadata"]["score"] == "high"
+    assert Hit("a", 0.5, {"id": "x"}).as_dict()["id"] == "a"
+    with pytest.raises(StoreError, match="item 'z' has metadata id 'other'"):
+        final.upsert(["z"], x[:1], [{"id": "other"}])
+    with pytest.raises(StoreError, match="column 'bad' holds a value of type object"):
+        final.upsert(["z", "y"], x[:2], [{"bad": object()}, {"bad": 1}])
+    assert len(final) == 12
+
+
 def test_a_failed_save_leaves_the_previous_store_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,14 +209,19 @@ def extraction(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, d in enumerate(docs):
         title = d["title"] if d["title"] not in seen else f"{d['title']} ({i})"
         seen.add(title)
-        lines.append(json.dumps({**d, "id": f"{d['id']}-{i}", "title": title}))
+        # columns a user may have: one named like a hit's field (`score`), one with numbers in some
+        # documents and text in others (`year`), one that the first document lacks (`note`)
+        mine = {"score": "high" if i % 2 else "low", "year": 1900 + i if i % 3 else f"c. {1900 + i}"}
+        if i % 5 == 4:
+            mine["note"] = f"note {i}"
+        lines.append(json.dumps({**d, "id": f"{d['id']}-{i}", "title": title, **mine}))
     (root / "in.jsonl").write_text("\n".join(lines) + "\n")
     run([root / "in.jsonl"], root / "x", workers=1, partition_size=20)
     return root
 
 
 def kgpipe(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.run([str(BIN / "kgpipe"), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -208,7 +247,7 @@ def test_index_and_search_an_extraction_by_title_entity_and_filter(extraction: P
             only = json.loads(kgpipe("search", store, "history", "--entity", mentioned[0], "--json").stdout)[
                 "hits"
             ]
-            assert only and all(mentioned[0] in h["entities"] for h in only)
+            assert only and all(mentioned[0] in h["metadata"]["entities"] for h in only)
         where = json.loads(
             kgpipe("search", store, "history", "--where", f"title={docs[3]['title']}", "--json").stdout
         )
@@ -235,3 +274,111 @@ def test_search_refuses_bad_requests_in_one_line(extraction: Path) -> None:
         p = kgpipe(*args)
         assert p.returncode != 0 and says in " ".join(p.stderr.split()), (args, p.stderr)
         assert "Traceback" not in p.stderr
+
+
+def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused command printed (exit 2, no traceback)."""
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    assert "Traceback" not in p.stderr + p.stdout
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kgpipe: error: "), p.stderr
+    return lines[0]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def built(extraction: Path, name: str) -> Path:
+    """A store of the extraction, indexed by the CLI once per module."""
+    store = extraction / name
+    if not store.exists():
+        made = kgpipe("index", str(extraction / "x"), "--out", str(store))
+        assert made.returncode == 0, made.stderr
+    return store
+
+
+@pytest.mark.slow
+def test_reindexing_keeps_the_users_files_in_the_store_folder(extraction: Path) -> None:
+    store = built(extraction, "s_notes")
+    mine = {
+        store / "docs" / "mynote.txt": "beside index.faiss",
+        store / "entities" / "keep.txt": "mine",
+        store / "notes.md": "mine too",
+    }
+    for path, text in mine.items():
+        path.write_text(text)
+    again = kgpipe("index", str(extraction / "x"), "--out", str(store))
+    assert again.returncode == 0, again.stderr
+    assert {path: path.read_text() for path in mine if path.exists()} == mine
+    # the store's own files replaced, no temporary file left
+    assert sorted(p.name for p in (store / "docs").iterdir()) == [
+        "index.faiss",
+        "meta.parquet",
+        "mynote.txt",
+        "vectors.npy",
+    ]
+    found = kgpipe("search", str(store), "history", "--json")
+    assert found.returncode == 0 and json.loads(found.stdout)["hits"], found.stderr
+
+
+def _halve(f: Path) -> None:
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+DAMAGE = {  # a file of the store, what happens to it, what the error says
+    "truncated-index": ("docs/index.faiss", _halve, "does not match its checksum"),
+    "foreign-index": (  # a valid FAISS index, of the other collection
+        "docs/index.faiss",
+        lambda f: shutil.copy(f.parents[1] / "entities" / "index.faiss", f),
+        "does not match its checksum",
+    ),
+    "garbage-vectors": (
+        "docs/vectors.npy",
+        lambda f: f.write_bytes(os.urandom(f.stat().st_size)),
+        "checksum",
+    ),
+    "truncated-entity-vectors": ("entities/vectors.npy", _halve, "does not match its checksum"),
+    "missing-metadata": ("docs/meta.parquet", lambda f: f.unlink(), "missing"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_store_is_named_in_one_line_exit_2(extraction: Path, tmp_path: Path, case: str) -> None:
+    rel, damage, says = DAMAGE[case]
+    store = tmp_path / "store"
+    shutil.copytree(built(extraction, "s_pristine"), store)
+    damage(store / rel)
+    before = snapshot(store)
+    for args in (["search", str(store), "history"], ["index", str(extraction / "x"), "--out", str(store)]):
+        line = one_line_error(kgpipe(*args))
+        assert f"{store / rel}: " in line and says in line and "rebuild the store" in line, line
+        assert snapshot(store) == before  # never written over
+
+
+@pytest.mark.slow
+def test_user_columns_named_like_hit_fields_or_of_mixed_types_are_kept(extraction: Path) -> None:
+    docs = [json.loads(line) for line in (extraction / "in.jsonl").read_text().splitlines()]
+    store = extraction / "s_columns"
+    made = kgpipe("index", str(extraction / "x"), "--out", str(store))
+    assert made.returncode == 0, made.stderr
+    said = " ".join(made.stderr.split())
+    assert "note: metadata column 'year' holds" in said and "int (19" in said and "str ('c. 19" in said
+    assert "column 'score'" not in said
+    p = kgpipe("search", str(store), docs[1]["title"], "--k", "5", "--json")
+    assert p.returncode == 0, p.stderr
+    hits = json.loads(p.stdout)["hits"]
+    by_id = {d["id"]: d for d in docs}
+    assert hits and all(set(h) == {"id", "score", "metadata"} and isinstance(h["score"], float) for h in hits)
+    assert all(h["metadata"]["score"] == by_id[h["id"]]["score"] for h in hits)
+    assert all(h["metadata"]["year"] == str(by_id[h["id"]]["year"]) for h in hits)
+    table = kgpipe("search", str(store), docs[1]["title"], "--k", "5")
+    assert table.returncode == 0 and "Traceback" not in table.stderr, table.stderr
+    assert f"{hits[0]['score']:.3f}" in table.stdout and "score=" in table.stdout
+    # filters on the text column and on one that the first document lacks
+    for column, doc in (("year", docs[3]), ("year", docs[4]), ("note", docs[4])):
+        where = kgpipe("search", str(store), "history", "--where", f"{column}={doc[column]}", "--json")
+        assert [h["id"] for h in json.loads(where.stdout)["hits"]] == [doc["id"]], where.stderr
