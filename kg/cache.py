@@ -1,12 +1,13 @@
 """`Memo`: the one cache helper: bounded (least recently used entries go first), thread-safe, and
 cleared by a public `clear()`. Linking and encoding memoise what documents keep asking for (dense
 hits of a name, a place's sports teams, an entity's neighbours); a long job must not grow without
-bound, and one bundle serves many threads.
+bound, and one bundle serves many threads. `TurnLock`: a lock taken in turn, for what threads share.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -48,3 +49,28 @@ class Memo(Generic[K, V]):
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
+
+
+class TurnLock:
+    """A lock that threads take in the order they asked for it. `threading.Lock` lets the thread
+    that just released it take it again at once, so a long job that takes it piece by piece (a
+    400 KB text linked 6,000 tokens at a time) starved a short request in another thread for the
+    whole job; here the short request's turn comes after one piece."""
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._held = False
+
+    def __enter__(self) -> None:
+        me = object()
+        with self._turns:
+            self._waiting.append(me)
+            self._turns.wait_for(lambda: not self._held and self._waiting[0] is me)
+            self._waiting.popleft()
+            self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        with self._turns:
+            self._held = False
+            self._turns.notify_all()

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -188,6 +188,9 @@ class LinkResult(Answer):
     id: str | int | None = None
     entities: list[Entity] = Field(default_factory=list)
     error: str | None = None
+
+
+ItemAnswer = TypeVar("ItemAnswer", "LinkResult", "ClassifyResult", "ExtractResult")
 
 
 class LinkResults(Answer):
@@ -527,12 +530,7 @@ def create_app(
                 _rel(b, r) if not isinstance(r, Exception) else ErrorBody(error=_message(r)) for r in results
             ]
             return rel[0] if body.single else rel
-        out = [
-            LinkResult(id=it.id, error=_message(r))
-            if isinstance(r, Exception)
-            else LinkResult(id=it.id, entities=r)
-            for it, r in zip(items, results, strict=True)
-        ]
+        out = _each(LinkResult, items, results, lambda r: {"entities": r})
         return out[0] if body.single else LinkResults(results=out)
 
     @app.post(
@@ -557,12 +555,7 @@ def create_app(
                 "the bundle has no classifier; build one with `kgpipe bundle build --classifier NAME=DIR`"
             )
         results = await run("classify", [(name, it) for it in items], body.single)
-        out = [
-            ClassifyResult(id=it.id, error=_message(r))
-            if isinstance(r, Exception)
-            else ClassifyResult(id=it.id, **asdict(r))
-            for it, r in zip(items, results, strict=True)
-        ]
+        out = _each(ClassifyResult, items, results, asdict)
         return out[0] if body.single else ClassifyResults(results=out)
 
     @app.post(
@@ -577,19 +570,16 @@ def create_app(
         items = body.as_items()
         check_items(items)
         results = await run("extract", items, body.single)
-        out = []
-        for it, r in zip(items, results, strict=True):
-            if isinstance(r, Exception):
-                out.append(ExtractResult(id=it.id, error=_message(r)))
-            else:
-                out.append(
-                    ExtractResult(
-                        id=it.id,
-                        entities=r.entities,
-                        facts=r.facts,
-                        vector=r.vector.tolist() if body.vector else None,
-                    )
-                )
+        out = _each(
+            ExtractResult,
+            items,
+            results,
+            lambda r: {
+                "entities": r.entities,
+                "facts": r.facts,
+                "vector": r.vector.tolist() if body.vector else None,
+            },
+        )
         return out[0] if body.single else ExtractResults(results=out)
 
     @app.post(
@@ -622,6 +612,17 @@ def create_app(
         return HTMLResponse((Path(__file__).parent / "static" / "index.html").read_text(encoding="utf-8"))
 
     return app
+
+
+def _each(
+    answer: type[ItemAnswer], items: list[Item], results: list[Any], fields: Callable[[Any], dict[str, Any]]
+) -> list[ItemAnswer]:
+    """One answer per item, with the client's id: its result's `fields`, or the error it failed
+    with (alone: the worker retries a failed batch item by item)."""
+    return [
+        answer(id=it.id, error=_message(r)) if isinstance(r, Exception) else answer(id=it.id, **fields(r))
+        for it, r in zip(items, results, strict=True)
+    ]
 
 
 # ------------------------------------------------------------------------ model calls (threads)

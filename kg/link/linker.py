@@ -5,8 +5,8 @@ Build once per process (spaCy, alias matcher, KG context); `link_many` streams d
 
 from __future__ import annotations
 
+import itertools
 import re
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kg.cache import TurnLock
 from kg.embed.checkpoint import EntityVectors
 from kg.errors import KGFormatError, KGPipeError
 from kg.graph import KnowledgeGraph
@@ -32,6 +33,7 @@ from kg.storage import atomic_dir, read_model_config, write_json
 
 if TYPE_CHECKING:
     from spacy.language import Language
+    from spacy.tokens import Doc
 
 MAX_TEXT_BYTES = 100_000_000
 DOC_CONTEXT_CHARS = 400  # the opening of a document that its context vector reads (about 80 word pieces)
@@ -47,6 +49,11 @@ PIECE_CHARS = 20_000
 # are the same, and mentions keep the original text
 WORD_CHARS = 200
 _LONG_RUN = re.compile(rf"\S{{{WORD_CHARS + 1},}}")
+# and no piece of more than about this many words and symbols: spaCy's parser and NER hold the GIL
+# for a whole document, and 20,000 emoji are 20,000 tokens (1.5 s of NER alone); English text
+# has 4,000-5,500 in 20,000 characters, so its pieces are as before
+PIECE_TOKENS = 6_000
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 _CUTS = ("\n\n", "\n", ". ", "? ", "! ", "; ", " ")
 
 
@@ -103,21 +110,21 @@ def check_text(text: object, where: str = "input") -> str:
 
 
 def text_pieces(
-    text: str, limit: int = PIECE_CHARS, keep: Sequence[tuple[int, int]] = ()
+    text: str, limit: int = PIECE_CHARS, keep: Sequence[tuple[int, int]] = (), tokens: int = PIECE_TOKENS
 ) -> list[tuple[int, int]]:
-    """[start, end) pieces of `text`, each at most `limit` characters (unless a span of `keep`
-    is longer), cut at the last paragraph break of the window, else line break, sentence end or
-    space, never inside a span of `keep`."""
+    """[start, end) pieces of `text`, each at most `limit` characters and about `tokens` words or
+    symbols (unless a span of `keep` is longer), cut at the last paragraph break of the window,
+    else line break, sentence end or space, never inside a span of `keep`."""
     out, lo = [], 0
-    while len(text) - lo > limit:
-        window = text[lo : lo + limit]
+    while len(text) - lo > (size := _window(text, lo, limit, tokens)):
+        window = text[lo : lo + size]
         cut = 0
         for sep in _CUTS:
-            at = window.rfind(sep, limit // 2)
+            at = window.rfind(sep, size // 2)
             if at > 0:
                 cut = lo + at + len(sep)
                 break
-        cut = cut or lo + limit
+        cut = cut or lo + size
         for s, e in keep:  # never through a given span: before it, or after it when it opens the piece
             if s < cut < e:
                 cut = s if s > lo else e
@@ -125,6 +132,29 @@ def text_pieces(
         lo = cut
     out.append((lo, len(text)))
     return out
+
+
+def _window(text: str, lo: int, limit: int, tokens: int) -> int:
+    """How many characters from `lo` the next piece may hold: `limit`, or fewer where the text
+    has more than `tokens` words and symbols in them (a text of emoji is a token a character)."""
+    if len(text) - lo <= tokens:  # fewer characters than tokens allowed
+        return limit
+    found = _TOKEN.finditer(text, lo, lo + limit)
+    nth = next(itertools.islice(found, tokens, None), None)
+    return limit if nth is None else max(nth.start() - lo, 1)
+
+
+def _by_size(items: range, sizes: list[int], most: int) -> list[list[int]]:
+    """`items` in order, in groups whose `sizes` add up to about `most` (a larger item alone)."""
+    groups: list[list[int]] = [[]]
+    total = 0
+    for item, size in zip(items, sizes, strict=True):
+        if groups[-1] and total + size > most:
+            groups.append([])
+            total = 0
+        groups[-1].append(item)
+        total += size
+    return [g for g in groups if g]
 
 
 def short_words(text: str) -> str:
@@ -211,7 +241,7 @@ class Linker:
         self.kg = kg
         self.nlp = nlp if nlp is not None else load_spacy(spacy_model, enable=["ner"])
         # spaCy's pipeline and vocabulary are not made for concurrent calls: they take turns
-        self._nlp_lock = threading.Lock()
+        self._nlp_lock = TurnLock()  # in turn: a long text's next piece waits behind a short request
         self.other_names = dict(other_names or {})
         self.aliases = AliasTable.from_kg(kg, other_names=self.other_names)
         self.context = Context.build(kg)
@@ -375,14 +405,19 @@ class Linker:
                 # slower, so it goes on reading while mentions and candidates are found. torch's
                 # thread count is the process owner's to set (the CLI, a worker), never a call's
                 pending = pool.submit(self.doc_vectors, part) if self.overlap else None
-                with self._nlp_lock:
-                    docs = list(self.nlp.pipe(map(short_words, part), batch_size=batch_size))
-                    found = [
-                        self.finder.find(doc)
-                        if (given := spans[i]) is None
-                        else given_mentions(doc.text, given, doc)
-                        for i, doc in enumerate(docs, start=lo)
-                    ]
+                docs: list[Doc] = []
+                found: list[list[Mention]] = []
+                for group in _by_size(range(lo, lo + len(part)), [len(t) for t in part], PIECE_CHARS):
+                    # spaCy is shared: one group of about a piece's size at a time, so that another
+                    # request (another thread) waits for one group, never for a whole long text
+                    with self._nlp_lock:
+                        docs += self.nlp.pipe((short_words(texts[i]) for i in group), batch_size=batch_size)
+                        found += [
+                            self.finder.find(doc)
+                            if (given := spans[i]) is None
+                            else given_mentions(doc.text, given, doc)
+                            for i, doc in zip(group, docs[-len(group) :], strict=True)
+                        ]
                 found = [
                     ms if doc.text == text else [replace(m, text=text[m.start : m.end]) for m in ms]
                     for ms, doc, text in zip(found, docs, part, strict=True)

@@ -4,10 +4,11 @@ open KGs and bundles for a command.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,6 +89,29 @@ def console_for(stderr: bool = False) -> Console:
 
 
 console = console_for(stderr=True)
+
+
+@contextlib.contextmanager
+def progress_bar(desc: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A `progress(done, total)` callback for long work, whose tqdm bar appears at its first call:
+    input refused before any work stays one line, with no empty bar above it."""
+    from tqdm.auto import tqdm
+
+    bars: list[tqdm] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=desc, unit=unit))
+        bars[0].total, bars[0].n = total, done
+        bars[0].refresh()
+
+    try:
+        yield progress
+    finally:
+        for bar in bars:
+            bar.close()
+
+
 FormatOpt = Annotated[
     str | None,
     typer.Option(

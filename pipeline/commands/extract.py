@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from kg.storage import check_output
-from pipeline.commands.common import BundleOpt, ForceOpt, app, console
+from pipeline.commands.common import BundleOpt, ForceOpt, app, console, progress_bar
 
 
 @app.command("extract")
@@ -48,8 +48,6 @@ def extract_command(
 
     Example: kgpipe extract corpus/*.jsonl --out extracted --workers 2
     """
-    from tqdm.auto import tqdm
-
     from pipeline.batch import FORMAT, expand_inputs, run
 
     if workers < 1:
@@ -58,15 +56,7 @@ def extract_command(
         raise typer.BadParameter(f"must be at least 1, not {partition_size}", param_hint="'--partition-size'")
     files = expand_inputs(inputs)
     check_output(out, FORMAT, tuple(files), force)
-    bars: list[tqdm] = []  # the bar appears once the job starts: input refused before that is one line
-
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, desc="partitions", unit="part"))
-        bars[0].total, bars[0].n = total, done
-        bars[0].refresh()
-
-    try:
+    with progress_bar("partitions", "part") as progress:
         summary = run(
             files,
             out,
@@ -78,9 +68,6 @@ def extract_command(
             memory_limit=memory_limit,
             progress=progress,
         )
-    finally:
-        for bar in bars:
-            bar.close()
     console.print(
         f"extracted {summary.documents:,} documents ({summary.partitions} partitions, {summary.skipped} "
         f"already done): {summary.entities:,} entities, {summary.facts:,} facts, {summary.errors:,} bad "

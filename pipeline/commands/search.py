@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands.common import BundleOpt, app, console
+from pipeline.commands.common import BundleOpt, app, console, progress_bar
 
 StoreArg = Annotated[
     str,
@@ -46,27 +46,14 @@ def index_command(
     """
     from pathlib import Path
 
-    from tqdm.auto import tqdm
-
     from pipeline.bundle import load
     from pipeline.search import index_extraction
 
     if not Path(extraction).is_dir():
         raise typer.BadParameter(f"{extraction}: no such folder", param_hint="EXTRACT_DIR")
     opened = load(bundle, eager=False)
-    bars: list[tqdm] = []  # made at the first documents, so that a refusal before them is one line
-
-    def progress(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, desc="documents", unit="doc"))
-        bars[0].total, bars[0].n = total, done
-        bars[0].refresh()
-
-    try:
+    with progress_bar("documents", "doc") as progress:
         summary = index_extraction(extraction, out, opened, factory=factory, progress=progress)
-    finally:
-        for bar in bars:
-            bar.close()
     console.print(
         f"indexed {summary.documents:,} new documents ({summary.skipped:,} already there; "
         f"{summary.total_documents:,} in all) and {summary.entities:,} entities -> {summary.store}"

@@ -249,6 +249,36 @@ def test_a_word_of_100000_characters_costs_linear_time(linker: Linker) -> None:
     assert url[paris.start : paris.end] == paris.text == "Paris"
 
 
+def test_the_turn_lock_serves_threads_in_the_order_they_asked() -> None:
+    import threading
+    import time
+
+    from kg.cache import TurnLock
+
+    lock, order = TurnLock(), []
+    first_in = threading.Event()
+
+    def greedy() -> None:  # takes the lock again and again, as a long text's pieces do
+        for i in range(5):
+            with lock:
+                first_in.set()
+                order.append(f"long {i}")
+                time.sleep(0.05)
+
+    def short() -> None:
+        with lock:
+            order.append("short")
+
+    long_job = threading.Thread(target=greedy)
+    long_job.start()
+    first_in.wait(5)
+    short_job = threading.Thread(target=short)
+    short_job.start()
+    long_job.join(10)
+    short_job.join(10)
+    assert order.index("short") <= 2, order  # after a piece or two, never after all five
+
+
 def test_bundled_entity_vectors_match_the_bundled_kg_and_model(linker: Linker) -> None:
     from safetensors.numpy import load_file
 
