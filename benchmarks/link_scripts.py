@@ -1,6 +1,7 @@
 """Linking cost on text with no spaces (emoji, CJK, one long URL-like word) against its length:
-kgpipe, which gives spaCy no word longer than `WORD_CHARS`, beside the reference, spaCy reading
-the same text as written (what the linker did before: 100,000 emoji took 204 s there).
+kgpipe, which gives spaCy no word longer than `WORD_CHARS` and no piece of more than about
+`PIECE_TOKENS` words and symbols, beside the reference, spaCy reading the same text as written in
+pieces of 20,000 characters (what the linker did before: 100,000 emoji took 204 s there).
 
 Writes benchmarks/results/link_scripts.json and link_scripts.png and prints a table.
 Usage: python benchmarks/link_scripts.py [--reference-up-to 16000]
@@ -54,12 +55,13 @@ def main() -> None:
         return linker.link_many(docs)
 
     def reference(docs: list[str]) -> object:
-        old = linker_module.short_words
-        linker_module.short_words = lambda text: text  # spaCy reads each word as written
+        old = linker_module.short_words, linker_module.PIECE_TOKENS
+        linker_module.short_words = lambda text: text  # spaCy reads each word as written,
+        linker_module.PIECE_TOKENS = 10**12  # in pieces of 20,000 characters whatever they hold
         try:
             return linker.link_many(docs)
         finally:
-            linker_module.short_words = old
+            linker_module.short_words, linker_module.PIECE_TOKENS = old
 
     rows: dict[str, dict[str, dict[str, float]]] = {}
     for kind in SCRIPTS:
@@ -74,6 +76,7 @@ def main() -> None:
     result = {
         "what": "seconds to link one text with no spaces, by length; reference: spaCy reads each word whole",
         "word_chars": linker_module.WORD_CHARS,
+        "piece_tokens": linker_module.PIECE_TOKENS,
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),

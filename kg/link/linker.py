@@ -370,7 +370,7 @@ class Linker:
         piece_spans: list[list[tuple[int, int]] | None] = []  # None: find the piece's mentions
         for i, text in enumerate(texts):
             given = None if spans is None or spans[i] is None else list(spans[i] or ())
-            for lo, hi in text_pieces(text, PIECE_CHARS, given or ()):
+            for lo, hi in text_pieces(text, PIECE_CHARS, given or (), PIECE_TOKENS):
                 where.append((i, lo))
                 piece_texts.append(text[lo:hi])
                 piece_spans.append(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from kg.io import data_root
+
 KGPIPE = str(Path(sys.executable).parent / "kgpipe")
 
 
@@ -257,3 +259,35 @@ def test_every_subcommand_help_shows_an_example() -> None:
         " ".join(p) for p, cmd in leaves(get_command(app)) if "Example: kgpipe" not in (cmd.help or "")
     ]  # type: ignore[attr-defined]
     assert not missing, missing
+
+
+def test_summaries_and_tables_are_printed_whole_in_a_log(tmp_path: Path) -> None:
+    """Off a terminal (a log file, CI) nothing wraps at rich's default 80 columns."""
+    deep = tmp_path / ("a-folder-with-a-rather-long-name-" * 3) / "linked-output.jsonl"
+    deep.parent.mkdir()
+    (tmp_path / "empty.jsonl").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    p = subprocess.run(
+        [KGPIPE, "link", str(tmp_path / "empty.jsonl"), "--out", str(deep)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    (summary,) = [line for line in p.stderr.splitlines() if "wrote an empty" in line]
+    assert str(deep) in summary  # the whole path on the summary's one line
+    p = subprocess.run([KGPIPE, "bundle", "info", str(data_root())], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and max(map(len, p.stdout.splitlines())) > 80, p.stdout[-500:]
+
+
+def test_a_documents_types_are_the_kg_type_of_its_subject() -> None:
+    from pipeline import load
+    from pipeline.search import _SubjectTypes
+
+    subject = _SubjectTypes(load(eager=False).kg)
+    assert subject("Paris", None) == ["LOC"]  # its title names a KG entity
+    assert subject("Albert Einstein", "Q90") == ["PER"]  # the title wins over the opening mention
+    assert subject("Lord Kelvin", "Q76") == ["PER"]  # not in the KG: the entity its text opens with
+    assert subject("Lord Kelvin", None) == []  # a subject the KG does not hold has no type
+    assert subject(None, None) == [] and subject(7, None) == []
