@@ -81,10 +81,10 @@ app.add_typer(link_app, name="link")
 
 def console_for(stderr: bool = False) -> Console:
     """A rich console for a command's output. On a terminal it fits the window; anywhere else (a
-    log file, a pipe, CI) lines are printed whole rather than wrapped at rich's default 80 columns,
-    so a summary stays one line that grep finds."""
+    log file, a pipe, CI) text lines are printed whole rather than wrapped at rich's default 80
+    columns, so a summary stays one line that grep finds, and tables and rules take up to 160."""
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or os.environ.get("COLUMNS") else 10_000
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
     return Console(stderr=stderr, soft_wrap=True, width=width)
 
 
