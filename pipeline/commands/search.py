@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands.common import BundleOpt, app, console, progress_bar
+from pipeline.commands.common import BundleOpt, app, console, console_for, progress_bar
 
 StoreArg = Annotated[
     str,
@@ -138,11 +138,10 @@ def search_command(
 def _print_hits(result: dict[str, object]) -> None:
     """A table per section: the similarity and id of each hit, then its metadata (a column of the
     user's named like one of these, `score` say, stays in the metadata column)."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    out = Console()
+    out = console_for()
     sections = [("hits", "documents")] + (
         [("neighbours", "neighbouring entities")] if "neighbours" in result else []
     )
