@@ -191,7 +191,7 @@ def index_extraction(
         doc_col.upsert([ids[i] for i in rows], vectors[rows], meta)
         if progress:
             progress(min(lo + batch, len(new)), len(new))
-    n_entities = _index_entities(store, bundle, mentions)
+    n_entities = _index_entities(store, bundle, mentions, subject_type.types)
     store.save()
     total = len(doc_col)
     store.close()
@@ -249,12 +249,10 @@ def _flat(metadata: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _index_entities(store: Store, bundle: Bundle, mentions: dict[str, list[str]]) -> int:
+def _index_entities(store: Store, bundle: Bundle, mentions: dict[str, list[str]], kinds: list[str]) -> int:
     """Write the entities collection the first time (every KG entity with a QID and a TransE vector)
     and add the newly indexed documents' mentions to each entity's `mentions` count."""
     import pyarrow as pa
-
-    from kg.link.context import coarse_types
 
     kg, transe = bundle.kg, bundle.transe
     col = store.create_collection("entities", int(transe.matrix.shape[1]))
@@ -279,7 +277,6 @@ def _index_entities(store: Store, bundle: Bundle, mentions: dict[str, list[str]]
                     r["mentions"] = int(r.get("mentions", 0)) + counts[q]
                 col.upsert([q for q, _ in found], vecs, [r for _, r in found])
         return len(col)
-    kinds = coarse_types(kg)
     keys, rows, meta = [], [], []
     for e, q in enumerate(kg.qids):
         if not q or not transe.has(q):
