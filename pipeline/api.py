@@ -142,6 +142,10 @@ class SearchFilter(BaseModel):
     where: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="metadata column = value"
     )
+    relations: list[str] = Field(
+        default_factory=list,
+        description="documents whose text states any of these relations (Wikidata properties, e.g. P159), as extraction read them",
+    )
 
 
 class SearchRequest(BaseModel):
@@ -391,6 +395,9 @@ def create_app(
 
                 b._searcher = Searcher.open(store, b)
             b.facts  # noqa: B018 - built now, not on the first request
+            if b.has_relations:  # the relation model and its NER, likewise
+                b.relations  # noqa: B018
+                b.entity_finder.nlp  # noqa: B018
             for name in b.classifiers:  # all of them: /info reads each one's labels
                 b.classifier(name)
             if "store" in b.parts or store is not None:
@@ -689,13 +696,20 @@ def _search(bundle: Any, items: list[tuple[str | None, str | None, int, SearchFi
         groups.setdefault((items[i][2], items[i][3].model_dump_json()), []).append((i, q))
     for (k, _), members in groups.items():
         f = items[members[0][0]][3]
-        where = Filter(tuple(f.entities), tuple(f.types), tuple((c, str(v)) for c, v in f.where.items()))
+        where = Filter(
+            tuple(f.entities),
+            tuple(f.types),
+            tuple((c, str(v)) for c, v in f.where.items()),
+            tuple(f.relations),
+        )
         hits = searcher.text([q for _, q in members], k, where)
         for (i, _), row in zip(members, hits, strict=True):
             answers[i] = {"hits": [h.as_dict() for h in row], "names": searcher.names(row)}
     for i, (query, entity, k, f) in enumerate(items):
         if query is None and entity is not None:
-            where = Filter((), tuple(f.types), tuple((c, str(v)) for c, v in f.where.items()))
+            where = Filter(
+                (), tuple(f.types), tuple((c, str(v)) for c, v in f.where.items()), tuple(f.relations)
+            )
             found = searcher.entity(entity, k, where)
             answers[i] = {
                 "entity": found["entity"],

@@ -347,6 +347,12 @@ FACT_COLUMNS = (
     ("head_name", pa.string()),
     ("relation_name", pa.string()),
     ("tail_name", pa.string()),
+    ("head_qid", pa.string()),
+    ("tail_qid", pa.string()),
+    ("known", pa.bool_()),
+    ("evidence", pa.list_(pa.int32())),
+    ("evidence_spans", pa.list_(pa.list_(pa.int32()))),
+    ("plausibility", pa.float32()),
 )
 
 
@@ -471,6 +477,8 @@ class BundlePlugin(WorkerPlugin):
         bundle = load(self.bundle)
         bundle.linker.overlap = False  # one core per worker: the workers are the parallelism
         _ = bundle.facts  # built once here, not inside the first task
+        if bundle.has_relations:
+            _ = bundle.relations, bundle.entity_finder.nlp
         bundle.link(["Barack Obama visited Paris."])  # and the tables the first document builds
         worker.kgpipe_bundle = bundle  # type: ignore[attr-defined]
 

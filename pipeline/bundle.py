@@ -23,7 +23,9 @@ from kg.storage import OutputError, atomic_dir, check_output
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from encoders.entities import EntityFinder
     from encoders.model import KnowledgeEncoder
+    from encoders.relations import RelationModel
     from encoders.text import TextEncoder
     from kg.embed.checkpoint import EntityVectors
     from kg.graph import KnowledgeGraph
@@ -51,6 +53,8 @@ class Bundle:
     _linkers: dict[str, Linker] = field(default_factory=dict, repr=False)
     _searcher: Searcher | None = field(default=None, repr=False)
     _classifiers: dict[str, KnowledgeEncoder] = field(default_factory=dict, repr=False)
+    _relations: RelationModel | None = field(default=None, repr=False)
+    _finder: EntityFinder | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -79,6 +83,37 @@ class Bundle:
 
                 self._facts = FactModel(self.kg, self.transe)
             return self._facts
+
+    @property
+    def has_relations(self) -> bool:
+        """Whether the bundle holds a relation extraction model (part `relations`)."""
+        return "relations" in self.parts
+
+    @property
+    def relations(self) -> RelationModel:
+        """The document-level relation extraction model, loaded on first use."""
+        with self._lock:
+            if self._relations is None:
+                from encoders.relations import RelationModel
+                from kg.errors import KGPipeError
+
+                if not self.has_relations:
+                    raise KGPipeError(
+                        f"bundle {self.path} has no relation model: train one with `kgpipe relations train` "
+                        "and add it with `kgpipe bundle build --relations DIR`"
+                    )
+                self._relations = RelationModel.load(self.parts["relations"].path)
+            return self._relations
+
+    @property
+    def entity_finder(self) -> EntityFinder:
+        """NER (values included), sentences and the bundle's linker, for relation extraction."""
+        with self._lock:
+            if self._finder is None:
+                from encoders.entities import EntityFinder
+
+                self._finder = EntityFinder(self.linker)
+            return self._finder
 
     @property
     def fingerprint(self) -> str:
@@ -280,6 +315,7 @@ def build(
     classifiers: dict[str, Path] | None = None,
     force: bool = False,
     store: str | Path | None = None,
+    relations: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write a bundle folder (atomically) from parts; each one left out comes from the default
     bundle. A KG other than the default's gets a linker with the default's scorer and names and
@@ -292,7 +328,9 @@ def build(
 
     out = Path(out)
     inputs = tuple(
-        Path(p) for p in (kg, transe, linker, store, *(classifiers or {}).values()) if p is not None
+        Path(p)
+        for p in (kg, transe, linker, store, relations, *(classifiers or {}).values())
+        if p is not None
     )
     if store is not None:
         from pipeline.store import StoreError, is_milvus, open_store
@@ -345,6 +383,18 @@ def build(
             shutil.copytree(folder, tmp / "classifiers" / name)
             parts[f"classifiers/{name}"] = f"classifiers/{name}"
             sources.setdefault(f"classifiers/{name}", str(folder))
+        relations_dir = (
+            Path(relations)
+            if relations is not None
+            else (base["relations"].path if "relations" in base else None)
+        )
+        if relations_dir is not None:
+            from encoders.relations import RelationModel
+
+            RelationModel.load(relations_dir)  # a damaged model fails here, not at extraction time
+            shutil.copytree(relations_dir, tmp / "relations")
+            parts["relations"] = "relations"
+            sources["relations"] = str(relations) if relations is not None else base["relations"].source
         if store is not None:
             shutil.copytree(store, tmp / "store")
             parts["store"] = "store"

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from kg.errors import KGPipeError
-from pipeline.commands import bundle, encoder, extract, kg, link, search, serve  # noqa: F401  (registers the commands)
+from pipeline.commands import bundle, encoder, extract, kg, link, relations, search, serve  # noqa: F401  (registers the commands)
 from pipeline.commands.common import app
 
 

@@ -143,14 +143,22 @@ def show_batch(console: Console, bundle: Bundle, out: Path, report: Report) -> P
         summary = run([corpus], extraction, bundle=bundle.path, workers=2, partition_size=3, progress=advance)
     facts = ds.dataset(extraction / "facts", format="parquet").to_table().to_pylist()
     ents = ds.dataset(extraction / "entities", format="parquet").to_table()
-    _batch_report(report, extraction, summary, facts, ents, bundle)
-    table = Table(title=f"facts between entities of a sentence ({summary.facts} in all; a few shown)")
-    for column in ("document", "head", "relation", "tail", "source", "score"):
+    _batch_report(report, extraction, summary, facts, ents, bundle, corpus)
+    table = Table(title=f"relations the text states ({summary.facts} in all; the surest shown)")
+    for column in ("document", "head", "relation", "tail", "in the KG", "score", "evidence"):
         table.add_column(column)
     kg = bundle.kg
-    for f in facts[:8]:
-        head, tail = (kg.describe(q) for q in (f["head"], f["tail"]))
-        table.add_row(f["doc_id"], head, f["relation_name"], tail, f["source"], f"{f['score']:.2f}")
+    for f in sorted(facts, key=lambda f: -f["score"])[:8]:
+        head, tail = (_describe(kg, q) for q in (f["head"], f["tail"]))
+        table.add_row(
+            f["doc_id"],
+            head,
+            f"{f['relation_name']} ({f['relation']})",
+            tail,
+            _known(f["known"]),
+            f"{f['score']:.2f}",
+            "sentence " + ", ".join(str(s) for s in f["evidence"]),
+        )
     console.print(table)
     console.print(
         f"{summary.documents} documents, {summary.entities} entities, {summary.facts} facts, "
@@ -173,6 +181,10 @@ def show_search(console: Console, bundle: Bundle, extraction: Path, store: Path,
     shown = [
         ('text: "ancient city"', searcher.text(["ancient city"], 3)[0]),
         ('text: "music" --type PER', searcher.text(["music"], 3, Filter(types=("PER",)))[0]),
+        (
+            'text: "technology" --relation P159 (states a headquarters)',
+            searcher.text(["technology"], 3, Filter(relations=("P159",)))[0],
+        ),
     ]
     about = searcher.entity("Q90", 3)
     shown.append(("entity: --like-entity Q90 (Paris)", about["hits"]))
@@ -258,8 +270,32 @@ def _marked(text: str, linked: list, kg: KnowledgeGraph) -> str:
     return "<p>" + "".join(out) + "</p>"
 
 
+def _describe(kg: KnowledgeGraph, head_or_tail: str) -> str:
+    """'Apple Inc. (Q312)' for a QID the KG holds; a name as it is."""
+    return kg.describe(head_or_tail) if kg.has_entity(head_or_tail) else head_or_tail
+
+
+def _known(known: bool | None) -> str:
+    return "not in the KG" if known is None else ("yes" if known else "new")
+
+
+def _evidence_html(text: str, fact: dict[str, Any]) -> str:
+    """The evidence sentences of a text fact, marked, with the head and tail names in bold."""
+    import html
+    import re
+
+    parts = []
+    for a, b in fact["evidence_spans"]:
+        sentence = html.escape(text[a:b])
+        for name in {fact["head_name"], fact["tail_name"]}:
+            if name:
+                sentence = re.sub(re.escape(html.escape(name)), lambda m: f"<b>{m.group(0)}</b>", sentence)
+        parts.append(f"<mark>{sentence}</mark>")
+    return " … ".join(parts)
+
+
 def _batch_report(
-    report: Report, extraction: Path, summary: Any, facts: list, ents: Any, bundle: Bundle
+    report: Report, extraction: Path, summary: Any, facts: list, ents: Any, bundle: Bundle, corpus: Path
 ) -> None:
     import matplotlib
 
@@ -273,16 +309,39 @@ def _batch_report(
         f"in {summary.seconds:.1f} s on {summary.workers} dask workers ({summary.docs_per_second:.1f} documents/s, "
         f"most of it starting the workers) -> {extraction}",
     )
+    import html
+
+    texts = {}
+    for line in corpus.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            doc = json.loads(line)
+            texts[str(doc.get("id"))] = str(doc.get("text", ""))
     rows = []
-    for f in facts[:10]:
-        head, tail = (kg.describe(q) for q in (f["head"], f["tail"]))
+    for f in sorted(facts, key=lambda f: -f["score"])[:12]:
+        head, tail = (html.escape(_describe(kg, q)) for q in (f["head"], f["tail"]))
         rows.append(
-            [f["doc_id"], head, f"{f['relation_name']} ({f['relation']})", tail, f["source"], f["score"]]
+            "<tr>"
+            + "".join(
+                f"<td>{v}</td>"
+                for v in (
+                    html.escape(f["doc_id"]),
+                    head,
+                    html.escape(f"{f['relation_name']} ({f['relation']})"),
+                    tail,
+                    _known(f["known"]),
+                    f"{f['score']:.2f}",
+                    _evidence_html(texts.get(f["doc_id"], ""), f),
+                )
+            )
+            + "</tr>"
         )
-    report.table(
-        "facts between entities of a sentence",
-        ["document", "head", "relation", "tail", "source", "score"],
-        rows,
+    head_row = "".join(
+        f"<th>{c}</th>" for c in ("document", "head", "relation", "tail", "in the KG", "score", "evidence")
+    )
+    report.add(
+        "relations the text states (the surest shown)",
+        f"<table><tr>{head_row}</tr>{''.join(rows)}</table><p class=note>read by the document-level relation "
+        "model (ATLOP-style, knowledge-fused encoder); evidence: the sentences holding most of the pair's attention</p>",
     )
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     a.hist(ents.column("score").to_numpy(), bins=20, range=(0, 1), color="#4a7ab5")

@@ -1,13 +1,13 @@
 """Information extraction over a batch of documents, pure and dask-free: one `Extraction` each.
 
-Each document gives its linked entities, the facts between linked entities of the same sentence
-(known ones looked up in the KG, new ones predicted by TransE over the KG's relations) and a
-document vector. It runs through a `Bundle` and changes no process-wide state.
+Each document gives its linked entities, the relations its text states between its entities
+(read by the bundle's document-level relation model, each with its evidence sentences and
+whether the KG already holds a triple between the two) and a document vector. It runs through a
+`Bundle` and changes no process-wide state.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
     from kg.embed.checkpoint import EntityVectors
     from kg.graph import KnowledgeGraph
+    from kg.link.linker import LinkedEntity
     from pipeline.bundle import Bundle
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 PAIR_CHUNK = 256  # entity pairs scored at once against every relation
 
 
@@ -58,20 +58,31 @@ class Entity:
 
 @dataclass(frozen=True)
 class Fact:
-    """(head, relation, tail) between two entities of one sentence. `source` is "kg" for a triple
-    the KG holds (score 1) and "predicted" for TransE's most plausible relation of a pair the KG
-    does not join (score: plausibility in (0, 1), 0.5 at the threshold chosen on the KG's
-    validation split)."""
+    """A relation the text states: (head, relation, tail) with `source` "text". `head` and `tail`
+    are QIDs where linked, else the entity's name; `relation` a Wikidata property ("P159") and
+    `relation_name` its label. `score` in (0.5, 1): how far the relation scored above the pair's
+    own threshold (logistic). `evidence`: the supporting sentences (indices, first one also in
+    `sentence`) and `evidence_spans` their characters [start, end) in the text. `known`: whether
+    the KG holds a triple between the two entities (either way round), None when an end is not in
+    the KG."""
 
     head: str
     relation: str
     tail: str
     score: float
     source: str
-    sentence: int  # index of the sentence both mentions are in
-    head_name: str = ""  # the KG's names of the head, the relation (see KnowledgeGraph.relation_name)
-    relation_name: str = ""  # and the tail, for people to read beside the ids
+    sentence: int
+    head_name: str = ""
+    relation_name: str = ""
     tail_name: str = ""
+    head_qid: str = ""
+    tail_qid: str = ""
+    known: bool | None = None
+    evidence: tuple[int, ...] = ()
+    evidence_spans: tuple[tuple[int, int], ...] = ()
+    # TransE's plausibility of the pair's most plausible KG relation, in (0, 1), 0.5 at the
+    # threshold chosen on the KG's validation split; None when an end has no TransE vector
+    plausibility: float | None = None
 
 
 @dataclass
@@ -88,7 +99,8 @@ class Extraction:
 
 
 class FactModel:
-    """Known facts by pair lookup and TransE's relation plausibility for pairs the KG does not join.
+    """Known facts by pair lookup and TransE's relation plausibility of a pair (how plausible the
+    KG finds some relation between two entities: it scores each text fact).
 
     The plausibility threshold is chosen on the KG's validation split: the distance that best
     separates each validation triple from the same triple with its tail swapped for a random
@@ -164,12 +176,6 @@ class FactModel:
         ]
 
 
-def sentences(text: str) -> list[tuple[int, int]]:
-    """[start, end) of each sentence (a plain punctuation rule, as the linker's training uses)."""
-    starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
-    return [(a, b) for a, b in zip(starts, [*starts[1:], len(text)], strict=True) if text[a:b].strip()]
-
-
 def as_document(doc: Document | Mapping[str, Any] | str, i: int) -> Document:
     """A `Document` from what a caller holds: a Document, a dict with "text" (and "id", the rest
     being metadata), or a plain string (its id: its place)."""
@@ -194,63 +200,75 @@ def extract(
     `{"id", "text", ...}` (other keys: its metadata) or a string."""
     documents = [as_document(d, i) for i, d in enumerate(docs)]
     linked, vectors = bundle.link_with_vectors([d.text for d in documents])
-    facts_model = bundle.facts
     kg = bundle.kg
     types = bundle.linker.context.types
+    facts = text_facts(bundle, documents, linked) if bundle.has_relations else [[] for _ in documents]
     out = []
-    for doc, found, vector in zip(documents, linked, vectors, strict=True):
+    for doc, found, vector, doc_facts in zip(documents, linked, vectors, facts, strict=True):
         entities = [
             Entity(x.start, x.end, x.text, x.qid, x.score, x.label, types[x.entity], kg.labels[x.entity])
             for x in found
             if x.qid
         ]
-        rows = [x.entity for x in found if x.qid]
-        facts = _facts(facts_model, kg, doc.text, entities, rows)
         mvecs = None
         if mention_vectors:
             windows = [doc.text[max(0, e.start - 100) : e.end + 100] for e in entities]
             mvecs = bundle.encode(windows) if windows else np.zeros((0, vectors.shape[1]), np.float32)
-        out.append(Extraction(doc.id, entities, facts, vector, dict(doc.metadata), mvecs))
+        out.append(Extraction(doc.id, entities, doc_facts, vector, dict(doc.metadata), mvecs))
     return out
 
 
-def _facts(
-    model: FactModel, kg: KnowledgeGraph, text: str, entities: list[Entity], rows: list[int]
-) -> list[Fact]:
-    """Facts between the distinct entities of each sentence: known ones, else TransE's best."""
-    spans = sentences(text)
-    found: list[Fact] = []
-    pairs: list[tuple[int, int, int]] = []  # (head row, tail row, sentence) the KG does not join
-    for s, (a, b) in enumerate(spans):
-        inside = sorted({r for e, r in zip(entities, rows, strict=True) if a <= e.start and e.end <= b})
-        for h in inside:
-            for t in inside:
-                if h == t:
-                    continue
-                relations = model.known.get((h, t))
-                if relations:
-                    found += [_fact(kg, h, r, t, 1.0, "kg", s) for r in sorted(set(relations))]
-                elif model.rows[h] >= 0 and model.rows[t] >= 0 and (t, h) not in model.known:
-                    pairs.append((h, t, s))
-    if pairs:
-        heads = np.array([p[0] for p in pairs])
-        tails = np.array([p[1] for p in pairs])
-        for (h, t, s), top in zip(pairs, model.top_relations(heads, tails, k=1), strict=True):
-            r, score = top[0]
-            if score >= 0.5:
-                found.append(_fact(kg, h, r, t, round(score, 4), "predicted", s))
-    return found
-
-
-def _fact(kg: KnowledgeGraph, h: int, r: int, t: int, score: float, source: str, sentence: int) -> Fact:
-    return Fact(
-        kg.qids[h],
-        kg.relations[r],
-        kg.qids[t],
-        score,
-        source,
-        sentence,
-        kg.labels[h],
-        kg.relation_name(r),
-        kg.labels[t],
-    )
+def text_facts(
+    bundle: Bundle, documents: Sequence[Document], linked: Sequence[Sequence[LinkedEntity]]
+) -> list[list[Fact]]:
+    """The relations each document's text states, by the bundle's relation model, over the
+    entities its NER finds (dates and numbers too) and the links already made."""
+    read = bundle.entity_finder.read([d.id for d in documents], [d.text for d in documents], linked)
+    model = bundle.relations
+    predicted = model.predict([r.doc for r in read])
+    kg, pairs = bundle.kg, bundle.facts
+    out = []
+    for r, facts in zip(read, predicted, strict=True):
+        rows: list[Fact] = []
+        spans = [(offs[0][0], offs[-1][1]) if offs else (0, 0) for offs in r.offsets]
+        ends = [
+            (
+                kg.entity_id(r.doc.entities[f.h].qid) if kg.has_entity(r.doc.entities[f.h].qid) else -1,
+                kg.entity_id(r.doc.entities[f.t].qid) if kg.has_entity(r.doc.entities[f.t].qid) else -1,
+            )
+            for f in facts
+        ]
+        scored = [
+            i
+            for i, (hk, tk) in enumerate(ends)
+            if hk >= 0 and tk >= 0 and pairs.rows[hk] >= 0 and pairs.rows[tk] >= 0
+        ]
+        plausible: dict[int, float] = {}
+        if scored:
+            top = pairs.top_relations(
+                np.array([ends[i][0] for i in scored]), np.array([ends[i][1] for i in scored]), k=1
+            )
+            plausible = {i: round(best[0][1], 4) for i, best in zip(scored, top, strict=True)}
+        for i, (f, (hk, tk)) in enumerate(zip(facts, ends, strict=True)):
+            h, t = r.doc.entities[f.h], r.doc.entities[f.t]
+            rows.append(
+                Fact(
+                    head=h.qid or h.name,
+                    relation=f.r,
+                    tail=t.qid or t.name,
+                    score=f.score,
+                    source="text",
+                    sentence=f.evidence[0] if f.evidence else -1,
+                    head_name=kg.labels[hk] if hk >= 0 and kg.labels[hk] else h.name,
+                    relation_name=model.cfg.names.get(f.r, ""),
+                    tail_name=kg.labels[tk] if tk >= 0 and kg.labels[tk] else t.name,
+                    head_qid=h.qid,
+                    tail_qid=t.qid,
+                    known=None if hk < 0 or tk < 0 else ((hk, tk) in pairs.known or (tk, hk) in pairs.known),
+                    evidence=f.evidence,
+                    evidence_spans=tuple(spans[s] for s in f.evidence),
+                    plausibility=plausible.get(i),
+                )
+            )
+        out.append(sorted(rows, key=lambda x: (-x.score, x.head, x.relation, x.tail)))
+    return out

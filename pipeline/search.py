@@ -57,8 +57,8 @@ def encoder_identity(bundle: Bundle) -> dict[str, Any]:
     }
 
 
-def _read_extraction(folder: Path) -> tuple[dict[str, Any], Any, Any, dict[str, str]]:
-    """The manifest of an extraction, its documents and entities, and each docs file's input file
+def _read_extraction(folder: Path) -> tuple[dict[str, Any], Any, Any, Any, dict[str, str]]:
+    """The manifest of an extraction, its documents, entities and facts, and each docs file's input file
     name. Reads exactly the files `_manifest.json` lists, each checked against its sha256 first:
     other Parquet files in the folder (an earlier run's partitions) are never read."""
     import pyarrow as pa
@@ -85,7 +85,11 @@ def _read_extraction(folder: Path) -> tuple[dict[str, Any], Any, Any, dict[str, 
         listed = [
             (
                 Path(str(p.get("source") or "")).name,
-                {t: (str(p["files"][t]["file"]), str(p["files"][t]["sha256"])) for t in ("docs", "entities")},
+                {
+                    t: (str(p["files"][t]["file"]), str(p["files"][t]["sha256"]))
+                    for t in ("docs", "entities", "facts")
+                    if t in p["files"]
+                },
             )
             for p in manifest["partitions"]
         ]
@@ -94,7 +98,7 @@ def _read_extraction(folder: Path) -> tuple[dict[str, Any], Any, Any, dict[str, 
             f"{manifest_file}: not a readable extraction manifest ({type(e).__name__}); {again}"
         ) from e
     root = folder.resolve()
-    files: dict[str, list[Path]] = {"docs": [], "entities": []}
+    files: dict[str, list[Path]] = {"docs": [], "entities": [], "facts": []}
     sources: dict[str, str] = {}  # doc file name -> its input file's name
     for source, named in listed:
         for table, (name, digest) in named.items():
@@ -127,7 +131,12 @@ def _read_extraction(folder: Path) -> tuple[dict[str, Any], Any, Any, dict[str, 
             [("doc_id", pa.string()), ("start", pa.int32()), ("qid", pa.string()), ("kg_type", pa.string())]
         ),
     )
-    return manifest, docs, ents, sources
+    facts = read(
+        "facts",
+        ["doc_id", "relation", "source"],
+        pa.schema([("doc_id", pa.string()), ("relation", pa.string()), ("source", pa.string())]),
+    )
+    return manifest, docs, ents, facts, sources
 
 
 def index_extraction(
@@ -140,7 +149,7 @@ def index_extraction(
     """Add the documents of a `kgpipe extract` folder to the store at `out` (created if new); a
     store that already holds some of them adds only the others."""
     folder = Path(extraction)
-    manifest, docs, ents, sources = _read_extraction(folder)
+    manifest, docs, ents, facts, sources = _read_extraction(folder)
     made_with = manifest.get("bundle")
     if made_with and made_with != bundle.fingerprint:
         raise StoreError(
@@ -165,6 +174,12 @@ def index_extraction(
                 types.setdefault(str(d), set()).add(t)
             if start <= OPENS_AT and str(d) not in opening:
                 opening[str(d)] = q
+    stated: dict[str, set[str]] = {}  # doc id -> the relations its text states
+    for d, r, src in zip(
+        *(facts.column(c).to_pylist() for c in ("doc_id", "relation", "source")), strict=True
+    ):
+        if src == "text" and str(d) in new_ids:
+            stated.setdefault(str(d), set()).add(str(r))
     vectors = (
         docs.column("vector").combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
         if ids
@@ -187,6 +202,7 @@ def index_extraction(
             m["entities"] = sorted(set(mentions.get(ids[i], [])))
             m["types"] = subject_type(m.get("title"), opening.get(ids[i]))
             m["mention_types"] = sorted(types.get(ids[i], set()))
+            m["relations"] = sorted(stated.get(ids[i], set()))
             meta.append(m)
         doc_col.upsert([ids[i] for i in rows], vectors[rows], meta)
         if progress:
@@ -241,7 +257,9 @@ def _flat(metadata: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in metadata.items():
         key = (
-            f"input_{k}" if k in ("id", "pk", "entities", "types", "mention_types", "source", "vector") else k
+            f"input_{k}"
+            if k in ("id", "pk", "entities", "types", "mention_types", "relations", "source", "vector")
+            else k
         )
         out[key] = (
             v if v is None or isinstance(v, str | int | float | bool) else json.dumps(v, ensure_ascii=False)
@@ -363,11 +381,15 @@ class Searcher:
         query = self._encoder()([found.get("label") or qid])
         docs = self.store.collection("docs")
         base = where or Filter()
-        hits = docs.search(query, k, Filter((qid,), base.types, base.where))[0]
+        hits = docs.search(query, k, Filter((qid,), base.types, base.where, base.relations))[0]
         via = [qid]
         if not hits:
             via = [h.id for h in neighbours[:NEIGHBOURS]]
-            hits = docs.search(query, k, Filter(tuple(via), base.types, base.where))[0] if via else []
+            hits = (
+                docs.search(query, k, Filter(tuple(via), base.types, base.where, base.relations))[0]
+                if via
+                else []
+            )
         entity = {key: v for key, v in found.items() if key not in ("vector", "pk")}
         return {"entity": entity, "via": via, "hits": hits, "neighbours": neighbours}
 

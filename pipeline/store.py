@@ -51,7 +51,7 @@ IVF_FROM = 100_000  # from this many vectors a collection gets an IVF index with
 RECALL_TARGET = 0.97  # recall@10 an IVF index's nprobe is calibrated to reach on its own vectors
 RERANK = 4  # an IVF search fetches RERANK × k candidates and re-ranks them with the exact vectors
 EXACT_BELOW = 20_000  # a filter that lets fewer ids through is searched exactly over their vectors
-LIST_COLUMNS = ("entities", "types")  # metadata columns holding lists: filtered by membership
+LIST_COLUMNS = ("entities", "types", "relations")  # metadata columns holding lists: filtered by membership
 FILES = ("index.faiss", "vectors.npy", "meta.parquet")  # a FAISS collection's files, in its folder
 # metadata values a column of mixed types keeps (as text; anything else is refused)
 JSON_TYPES = (str, int, float, bool, list, tuple, dict, np.generic)
@@ -81,19 +81,25 @@ class Hit:
 @dataclass(frozen=True)
 class Filter:
     """Which items a search may return: items mentioning any of `entities` (QIDs), of any of
-    `types`, and whose metadata column equals the value for each `(column, value)` of `where`.
+    `types`, stating any of `relations` (Wikidata properties their text states, as extraction
+    read them), and whose metadata column equals the value for each `(column, value)` of `where`.
     Values are compared as text, so `year=1990` matches the number 1990 and the string "1990"."""
 
     entities: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
     where: tuple[tuple[str, str], ...] = ()
+    relations: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.entities or self.types or self.where)
+        return bool(self.entities or self.types or self.where or self.relations)
 
     @classmethod
     def parse(
-        cls, entities: Iterable[str] = (), types: Iterable[str] = (), where: Iterable[str] = ()
+        cls,
+        entities: Iterable[str] = (),
+        types: Iterable[str] = (),
+        where: Iterable[str] = (),
+        relations: Iterable[str] = (),
     ) -> Filter:
         """From command-line values: `where` items are `COLUMN=VALUE`."""
         pairs = []
@@ -102,19 +108,24 @@ class Filter:
             if not sep or not column.strip():
                 raise StoreError(f"--where {item!r}: give COLUMN=VALUE, e.g. --where source=wikipedia")
             pairs.append((column.strip(), value))
-        return cls(tuple(entities), tuple(types), tuple(pairs))
+        return cls(tuple(entities), tuple(types), tuple(pairs), tuple(relations))
 
     def columns(self) -> list[str]:
         return (
             (["entities"] if self.entities else [])
             + (["types"] if self.types else [])
+            + (["relations"] if self.relations else [])
             + [c for c, _ in self.where]
         )
 
     def mask(self, meta: pa.Table) -> np.ndarray:
         """bool[rows]: the rows of `meta` this filter lets through."""
         keep = np.ones(meta.num_rows, bool)
-        for column, wanted in (("entities", self.entities), ("types", self.types)):
+        for column, wanted in (
+            ("entities", self.entities),
+            ("types", self.types),
+            ("relations", self.relations),
+        ):
             if wanted:
                 keep &= _contains_any(meta.column(column), wanted)
         for column, value in self.where:
@@ -133,6 +144,8 @@ class Filter:
             parts.append(f"ARRAY_CONTAINS_ANY(entities, {json.dumps(list(self.entities))})")
         if self.types:
             parts.append(f"ARRAY_CONTAINS_ANY(types, {json.dumps(list(self.types))})")
+        if self.relations:
+            parts.append(f"ARRAY_CONTAINS_ANY(relations, {json.dumps(list(self.relations))})")
         for column, value in self.where:
             alternatives = [f"{column} == {json.dumps(value)}"]
             try:  # metadata is compared as text; Milvus keeps numbers as numbers

@@ -39,9 +39,16 @@ def bundle_build(
         Path | None,
         typer.Option("--store", help="a FAISS store folder to serve searches from (`kgpipe index`)"),
     ] = None,
+    relations: Annotated[
+        Path | None,
+        typer.Option(
+            "--relations",
+            help="a relation extraction model (`kgpipe relations train`; default: the default bundle's)",
+        ),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
-    """Write a bundle: the KG, TransE, the linker, classifiers and a store in one checksummed folder.
+    """Write a bundle: the KG, TransE, the linker, classifiers, the relation model and a store in one checksummed folder.
 
     Example: kgpipe bundle build --out my-bundle --store out/store --classifier topic=out/topic
     """
@@ -53,7 +60,7 @@ def bundle_build(
         if not sep or not name or not folder or "/" in name:
             raise typer.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint="'--classifier'")
         classifiers[name] = Path(folder)
-    manifest = build(out, kg_path, transe, linker, classifiers, force, store=store)
+    manifest = build(out, kg_path, transe, linker, classifiers, force, store=store, relations=relations)
     info = bundle_info(manifest)
     console.print(
         f"wrote bundle {out}: "

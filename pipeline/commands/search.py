@@ -87,6 +87,13 @@ def search_command(
         list[str] | None,
         typer.Option("--where", help="COLUMN=VALUE on the documents' metadata (repeatable: all)"),
     ] = None,
+    relation: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--relation",
+            help="only documents whose text states this relation (a Wikidata property, e.g. P159; repeatable: any)",
+        ),
+    ] = None,
     like_entity: Annotated[
         str | None,
         typer.Option(
@@ -110,7 +117,7 @@ def search_command(
         raise typer.BadParameter(f"must be between 1 and 10000, not {k}", param_hint="'--k'")
     if query is not None and not query.strip():
         raise typer.BadParameter("is empty; give the text to search for", param_hint="QUERY")
-    where_ = Filter.parse(entity or (), kind or (), where or ())
+    where_ = Filter.parse(entity or (), kind or (), where or (), relation or ())
     searcher = Searcher.open(store)
     if query is not None:
         hits = searcher.text([query], k, where_)[0]
@@ -156,7 +163,9 @@ def _print_hits(result: dict[str, object]) -> None:
             names: dict[str, str] = result.get("names") or {}  # type: ignore[assignment]
             mentioned = [f"{names[q]} ({q})" if q in names else str(q) for q in (m.get("entities") or [])[:6]]
             extra = ", ".join(mentioned) if "entities" in m else m.get("type", "")
-            rest = "; ".join(f"{k}={v}" for k, v in m.items() if k not in (*shown, "types", "mention_types"))
+            rest = "; ".join(
+                f"{k}={v}" for k, v in m.items() if k not in (*shown, "types", "mention_types", "relations")
+            )
             cells = (f"{h['score']:.3f}", str(h["id"]), str(label)[:60], str(extra), rest[:80])
             table.add_row(*(Text(c) for c in cells))
         out.print(table)
