@@ -9,6 +9,7 @@ fails with the file, the document's index and title, the field, and the fix.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,17 @@ def parse_document(
         )
     if not any(sents):
         raise _fail(path, i, title, "sents", "the document is empty (no tokens)", "Leave empty documents out")
+    for s, sent in enumerate(sents):
+        for j, token in enumerate(sent):
+            if not token.strip():
+                raise _fail(
+                    path,
+                    i,
+                    title,
+                    f"sents[{s}][{j}]",
+                    f"token {token!r} is empty or blank",
+                    "Give tokens with characters; leave out blanks",
+                )
     vertex = d["vertexSet"]
     if not isinstance(vertex, list):
         raise _fail(path, i, title, "vertexSet", "not a list of entities", FORMAT_FIX)
@@ -226,7 +238,7 @@ def parse_document(
             given = m.get("name")
             name = given if isinstance(given, str) else " ".join(sents[s][pos[0] : pos[1]])
             got.append(DocMention(s, pos[0], pos[1], name))
-        kind = max(set(kinds), key=kinds.count) if kinds else ""
+        kind = Counter(kinds).most_common(1)[0][0] if kinds else ""  # ties: the first mention's
         entities.append(DocEntity(got, kind))
     facts = []
     raw_labels = d.get("labels", []) if labels else []

@@ -74,6 +74,8 @@ class EntityFinder:
             nlp = load_spacy(exclude=["tagger", "parser", "attribute_ruler", "lemmatizer"])
             if "senter" in nlp.disabled:
                 nlp.enable_pipe("senter")  # sentences without the parser: 3 ms a 120-character text
+            elif "senter" not in nlp.pipe_names:  # a pipeline of the user's without one: punctuation rules
+                nlp.add_pipe("sentencizer", first=True)
             self._nlp = nlp
         return self._nlp
 
@@ -219,12 +221,19 @@ def _reuse(
     overlaps a mention most); linked mentions no found one overlaps are added to `mentions`."""
     spans = [doc.mention_chars(m, offsets) for m, _ in mentions]
     out: list[tuple[str, float]] = []
-    for a, b in spans:
-        best = max(
-            (x for x in links if x.qid and x.start < b and a < x.end),
-            key=lambda x: min(b, x.end) - max(a, x.start),
-            default=None,
-        )
+    for (a, b), (_, kind) in zip(spans, mentions, strict=True):
+
+        def shared(x: LinkedEntity, a: int = a, b: int = b) -> int:
+            return min(b, x.end) - max(a, x.start)
+
+        # a link names the mention when it covers most of it and it most of the link: "California"
+        # inside "University of California" names another entity
+        fits = [
+            x
+            for x in links
+            if x.qid and x.label != "NOUN" and 2 * shared(x) > b - a and 2 * shared(x) > x.end - x.start
+        ]
+        best = max(fits, key=shared, default=None) if kind not in NOT_LINKED else None
         out.append((best.qid, round(float(best.score), 4)) if best else ("", 0.0))
     starts = {start: (s, j) for s, row in enumerate(offsets) for j, (start, _) in enumerate(row)}
     ends = {end: (s, j) for s, row in enumerate(offsets) for j, (_, end) in enumerate(row)}

@@ -195,12 +195,16 @@ class RelationModel(nn.Module):
                 torch.manual_seed(seed)
             return cls(cfg, base, tokenizer, knowledge)
 
-    def save(self, folder: str | Path, metrics: dict[str, Any] | None = None) -> Path:
-        """Write the folder whole (atomically)."""
+    def save(self, folder: str | Path, metrics: dict[str, Any] | None = None, half: bool = False) -> Path:
+        """Write the folder whole (atomically); `half` stores floating weights as float16 (half the
+        size; `load` reads them back as float32)."""
         with atomic_dir(folder) as tmp:
             if metrics is not None:
                 (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            state = {
+                k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
+                for k, v in self.state_dict().items()
+            }
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
             (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
             self.knowledge.save(tmp)
@@ -249,6 +253,7 @@ class RelationModel(nn.Module):
             tuple[int, int], list[int]
         ] = {}  # (sentence, token) → entities whose mention starts there
         ends: set[tuple[int, int]] = set()
+        closing: dict[tuple[int, int], int] = {}  # (sentence, last token) → its closing marker
         for e, ent in enumerate(doc.entities):
             for m in ent.mentions:
                 starts.setdefault((m.sent, m.start), []).append(e)
@@ -272,6 +277,7 @@ class RelationModel(nn.Module):
                 pieces += per_word[w]
                 w += 1
                 if (s, j) in ends:
+                    closing[(s, j)] = len(pieces)
                     pieces.append(self.marker)
             sentences.append(list(range(lo, len(pieces))))
         rows = [self.knowledge.row(ent.qid) if ent.qid else -1 for ent in doc.entities]
@@ -283,10 +289,9 @@ class RelationModel(nn.Module):
                     self.knowledge.branches.get(ent.qid, [])[: self.cfg.triples_per_entity] if ent.qid else []
                 )
                 if texts and mentions[e]:
-                    first = min(mentions[e])  # the opening marker of its first mention
-                    last = first + 1
-                    while last < len(pieces) - 1 and pieces[last] != self.marker:
-                        last += 1  # its closing marker: the branch hangs after it
+                    m = min(ent.mentions, key=lambda m: (m.sent, m.start, m.end))
+                    first = mentions[e][0]  # the opening marker of its first mention
+                    last = closing[(m.sent, m.end - 1)]  # its closing marker: the branch hangs after it
                     branches = [
                         p[: self.cfg.branch_pieces] for p in tok(texts, add_special_tokens=False)["input_ids"]
                     ]
@@ -340,7 +345,7 @@ class RelationModel(nn.Module):
                 and x.visible is not None
             ):
                 pos = torch.tensor(x.positions)[idx]
-                inner = pos[1:-1] - pos[1] + 1
+                inner = pos[1:-1] - pos[1:-1].min() + 1  # a window may open inside a branch
                 positions[i, : len(w)] = torch.cat(
                     [pos[:1] * 0, inner, inner.max(0, keepdim=True).values + 1]
                 )
@@ -387,7 +392,6 @@ class RelationModel(nn.Module):
             h = hidden.new_zeros(n, hidden.shape[-1])
             hc = hidden.new_zeros(n, 1)
             a = attention.new_zeros(attention.shape[1], n, n)
-            ac = attention.new_zeros(1, n, n)
             for i in mine:
                 at = torch.tensor(spans[i][1], device=device)
                 k = len(at)
@@ -395,10 +399,9 @@ class RelationModel(nn.Module):
                 hc = hc.index_add(0, at, torch.ones(k, 1, device=device))
                 grid = (at[:, None] * n + at[None, :]).flatten()
                 a = a.flatten(1).index_add(1, grid, attention[i, :, :k, :k].flatten(1)).view(-1, n, n)
-                ac = ac.flatten(1).index_add(1, grid, torch.ones(1, k * k, device=device)).view(1, n, n)
             h = h / hc.clamp(min=1)
-            a = a / ac.clamp(min=1)
-            a = a / a.sum(-1, keepdim=True).clamp(min=1e-9)  # rows sum to one again
+            # each row: the plain mean of the distributions of the windows that hold it (ATLOP's)
+            a = a / hc.view(1, n, 1).clamp(min=1)
             results.append((h, a))
         return results
 
@@ -581,7 +584,8 @@ def score(
     """Gold-entity scores of predictions against the documents' facts."""
     gold = {(i, f.h, f.t, f.r): f for i, d in enumerate(docs) for f in d.facts}
     n_pred = correct = in_train = 0
-    ev_tp = ev_pred = ev_gold = 0
+    ev_tp = ev_pred = 0
+    ev_gold = sum(len(f.evidence) for f in gold.values())
     per: dict[str, list[int]] = {}
     for f in gold.values():
         per.setdefault(f.r, [0, 0, 0])[0] += 1
@@ -589,6 +593,7 @@ def score(
         d = docs[i]
         for p in {(p.h, p.t, p.r): p for p in facts}.values():
             n_pred += 1
+            ev_pred += len(p.evidence)  # DocRED's scorer: evidence of every fact, right or wrong
             per.setdefault(p.r, [0, 0, 0])[1] += 1
             g = gold.get((i, p.h, p.t, p.r))
             if g is None:
@@ -596,8 +601,6 @@ def score(
             correct += 1
             per[p.r][2] += 1
             ev_tp += len(set(g.evidence) & set(p.evidence))
-            ev_pred += len(p.evidence)
-            ev_gold += len(g.evidence)
             if train is not None and any(
                 (hm.name, tm.name, p.r) in train
                 for hm in d.entities[p.h].mentions
@@ -664,7 +667,7 @@ def train(
     opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()])
     steps = cfg.epochs * math.ceil(len(docs) / cfg.batch_size)
     sched = warmup_decay(opt, steps, cfg.warmup)
-    history, best, best_state, start = RelationHistory(), -1.0, None, time.time()
+    history, best, best_state, start = RelationHistory(), -math.inf, None, time.time()
     for epoch in range(cfg.epochs):
         model.train()
         order = list(range(len(docs)))

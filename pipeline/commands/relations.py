@@ -11,6 +11,7 @@ import typer
 
 from pipeline.commands.common import (
     BundleOpt,
+    DeviceOpt,
     ForceOpt,
     ModelOpt,
     TranseOpt,
@@ -24,7 +25,8 @@ from pipeline.commands.common import (
 
 if TYPE_CHECKING:
     from encoders.docred import RelDocument
-    from encoders.relations import Scores
+    from encoders.relations import RelationModel, Scores
+    from kg.link.linker import Linker
 
 relations_app = typer.Typer(
     help=(
@@ -120,6 +122,11 @@ def relations_train(
     threads: Annotated[
         int, typer.Option("--threads", help="torch threads (default: torch's own choice)")
     ] = 0,
+    device: DeviceOpt = "auto",
+    half: Annotated[
+        bool,
+        typer.Option("--half", help="store the weights as float16: half the size (for shipping a model)"),
+    ] = False,
     force: ForceOpt = False,
     bundle: BundleOpt = None,
 ) -> None:
@@ -146,6 +153,9 @@ def relations_train(
         raise typer.BadParameter(f"--knowledge must be none, ernie or kbert, not {knowledge!r}")
     positive(("--epochs", epochs), ("--batch-size", batch_size), ("--lr", lr), ("--head-lr", head_lr))
     check_output(out, FORMAT, (data, dev, rel_info, kg_path, transe, model), force)
+    from kg.device import device_name, resolve_device
+
+    where = resolve_device(device)  # a typo or a missing GPU fails before the model loads
     if threads > 0:
         torch.set_num_threads(threads)
     names = read_rel_info(rel_info)
@@ -155,10 +165,11 @@ def relations_train(
     )
     if not train_docs:
         raise typer.BadParameter(f"--data {data} --docs {docs}: no documents to train on")
+    own_kg, own_transe = kg_path, transe  # "" in the config: the bundle's own
     kg_path, transe = from_bundle(bundle, kg_path, transe)
     start = time.time()
     if knowledge != "none":
-        finder = EntityFinder(bundle_linker(kg_path if kg_path else None, bundle))
+        finder = EntityFinder(bundle_linker(own_kg, bundle))
         linked = finder.link(train_docs + dev_set)
         train_docs, dev_set = linked[: len(train_docs)], linked[len(train_docs) :]
         n = sum(bool(e.qid) for d in linked for e in d.entities)
@@ -169,11 +180,11 @@ def relations_train(
         knowledge=knowledge,  # type: ignore[arg-type]
         labels=relation_labels(train_docs, names),
         names=names,
-        kg=str(kg_path),
-        transe=str(transe),
+        kg=str(own_kg or ""),
+        transe=str(own_transe or ""),
         trained_on=f"{data} [{docs}]",
     )
-    net = RelationModel.create(cfg, source, model, seed=seed)
+    net = RelationModel.create(cfg, source, model, seed=seed).to(where)
 
     def show(epoch: int, loss: float, scores: dict[str, float]) -> None:
         dev_text = (
@@ -202,8 +213,9 @@ def relations_train(
         "dev_scores": history.dev,
         "train_seconds": history.seconds,
         "threads": torch.get_num_threads(),
+        "device": device_name(where),
     }
-    net.save(out, metrics)
+    net.save(out, metrics, half=half)
     best = history.dev[history.best_epoch - 1] if history.dev and history.best_epoch else {}
     console_for().print(
         f"trained {knowledge} on {len(train_docs)} documents in {history.seconds / 60:.1f} min "
@@ -211,6 +223,17 @@ def relations_train(
         + (f", dev F1 {best['f1']:.4f}" if best else "")
         + f"); wrote {out}"
     )
+
+
+def _linker_for(net: RelationModel, bundle: Path | None) -> Linker:
+    """The linker over the KG the model was trained with (its `--kg`), else the bundle's."""
+    kg = Path(net.cfg.kg) if net.cfg.kg else None
+    if kg is not None and not kg.exists():
+        console.print(
+            f"the model was trained with the KG {kg}, which is not here: linking with the bundle's KG"
+        )
+        kg = None
+    return bundle_linker(kg, bundle)
 
 
 def _model(model_dir: Path | None, bundle: Path | None) -> object:
@@ -250,7 +273,7 @@ def relations_eval(
     if net.cfg.knowledge != "none":
         from encoders.entities import EntityFinder
 
-        gold = EntityFinder(bundle_linker(None, bundle)).link(gold)
+        gold = EntityFinder(_linker_for(net, bundle)).link(gold)
     seen = train_names(_read(train_data, train_docs, "--train-docs", net.cfg.names)) if train_data else None
     scores = score(gold, net.predict(gold), seen)
     if as_json:
@@ -283,7 +306,6 @@ def relations_predict(
     """
     from encoders.docred import read_docred
     from encoders.entities import EntityFinder
-    from encoders.relations import RelationModel
     from kg.storage import atomic_write
 
     if entities not in ("gold", "predicted"):
@@ -291,7 +313,7 @@ def relations_predict(
     docs = read_docred(infile, labels=False)
     net: RelationModel = _model(model_dir, bundle)  # type: ignore[assignment]
     start = time.time()
-    linker = bundle_linker(None, bundle) if (entities == "predicted" or net.cfg.knowledge != "none") else None
+    linker = _linker_for(net, bundle) if (entities == "predicted" or net.cfg.knowledge != "none") else None
     if entities == "predicted":
         docs = EntityFinder(linker).find(docs)
     elif linker is not None:

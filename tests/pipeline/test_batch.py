@@ -87,7 +87,8 @@ def test_a_local_cluster_extracts_every_document_once_reports_bad_lines_and_reru
     assert all(json.loads(d["metadata"])["source"] == "wiki" for d in docs)
     assert all(len(d["vector"]) == 384 for d in docs)
     facts = ds.dataset(out / "facts", format="parquet").to_table()
-    assert set(facts.column("source").to_pylist()) <= {"kg", "predicted"} and facts.num_rows > 0
+    assert set(facts.column("source").to_pylist()) == {"text"} and facts.num_rows > 0
+    assert all(f["evidence"] and f["relation"].startswith("P") for f in facts.to_pylist())
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["documents"] == 24 and len(manifest["partitions"]) == summary.partitions
     before = parquet_digest(out)

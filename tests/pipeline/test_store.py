@@ -252,6 +252,12 @@ def test_index_and_search_an_extraction_by_title_entity_and_filter(extraction: P
             kgpipe("search", store, "history", "--where", f"title={docs[3]['title']}", "--json").stdout
         )
         assert [h["id"] for h in where["hits"]] == [docs[3]["id"]]
+        # documents whose text states a relation, as extraction read it
+        stated = next(r for hits in found for h in hits for r in h.metadata["relations"])
+        rel = json.loads(kgpipe("search", store, "history", "--relation", stated, "--json").stdout)["hits"]
+        assert rel and all(stated in h["metadata"]["relations"] for h in rel)
+        never = json.loads(kgpipe("search", store, "history", "--relation", "P99999", "--json").stdout)
+        assert never["hits"] == []
         # indexing again adds nothing
         again = kgpipe("index", str(extraction / "x"), "--out", store)
         assert "indexed 0 new documents (40 already there" in " ".join(again.stderr.split())
