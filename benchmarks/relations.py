@@ -250,6 +250,32 @@ def report(runs: list[dict], rule: dict, info: dict) -> None:
     print(f"wrote {OUT / 'relations.json'} and {OUT / 'relations.png'}")
 
 
+def install(folder: Path, source: str) -> None:
+    """Ship a trained model as the default bundle's `relations` part: its weights stored as float16
+    (half the size; read back as float32), the manifest re-hashed."""
+    import shutil
+
+    from encoders.relations import RelationModel
+    from kg.manifest import read_manifest, write_manifest
+
+    model = RelationModel.load(folder)
+    model.cfg.kg = model.cfg.transe = ""  # the bundle's own KG and TransE
+    metrics = (
+        json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else None
+    )
+    target = ROOT / "data" / "relations"
+    shutil.rmtree(target, ignore_errors=True)
+    model.save(target, metrics, half=True)
+    manifest, parts = read_manifest(ROOT / "data", verify=False)
+    rel = {name: str(p.path.relative_to(ROOT / "data")) for name, p in parts.items()}
+    rel["relations"] = "relations"
+    sources = {name: p.source for name, p in parts.items()}
+    sources["relations"] = source
+    extra = {k: manifest[k] for k in ("text_model", "spacy_model") if k in manifest}
+    write_manifest(ROOT / "data", rel, sources, extra)
+    print(f"installed {folder} as {target}")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--modes", default="none,ernie,kbert")
@@ -258,7 +284,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--transe-minutes", type=float, default=20.0)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--install", type=Path, help="ship this model folder as the default bundle's relation model, and stop"
+    )
+    p.add_argument(
+        "--source", default="", help="with --install: the command that trained it, for the manifest"
+    )
     args = p.parse_args(argv)
+    if args.install:
+        install(args.install, args.source)
+        return 0
     docs = linked_documents()
     kg_dir, transe_dir, info = leak_free_knowledge(docs, args.transe_minutes)
     RUNS.mkdir(parents=True, exist_ok=True)

@@ -175,14 +175,14 @@ def parse_document(
         raise _fail(path, i, title, "sents", "the document is empty (no tokens)", "Leave empty documents out")
     for s, sent in enumerate(sents):
         for j, token in enumerate(sent):
-            if not token.strip():
+            if not token:  # a blank one (a no-break space) is a token: Re-DocRED has some
                 raise _fail(
                     path,
                     i,
                     title,
                     f"sents[{s}][{j}]",
-                    f"token {token!r} is empty or blank",
-                    "Give tokens with characters; leave out blanks",
+                    "the token is an empty string",
+                    "Give tokens of at least one character; leave out empty ones",
                 )
     vertex = d["vertexSet"]
     if not isinstance(vertex, list):

@@ -62,6 +62,7 @@ BAD = [
     ),
     (lambda d: d["labels"][0].update(h=7), "field labels[0].h: entity index 7 is out of range (2 entities)"),
     (lambda d: d.update(sents=[[]]), "field sents: the document is empty"),
+    (lambda d: d["sents"][0].__setitem__(2, ""), "field sents[0][2]: the token is an empty string"),
     (
         lambda d: d["labels"][0].update(r="P99999"),
         "field labels[0].r: 'P99999' is not a property of rel_info.json",
