@@ -120,13 +120,25 @@ def scores_by_coverage(docs: list, predicted: list, kg) -> dict:
     return out
 
 
-def run_one(mode: str, seed: int, size: int, epochs: int, docs: list, kg_dir: Path, transe_dir: Path) -> dict:
+def run_one(
+    mode: str,
+    seed: int,
+    size: int,
+    epochs: int,
+    docs: list,
+    kg_dir: Path,
+    transe_dir: Path,
+    reuse: Path | None = None,
+) -> dict:
+    """Train one model and score it; `reuse`: a text-only model already trained the same way
+    (`kgpipe relations train --knowledge none --seed S --docs 0:N --dev-docs 400:500`), scored instead."""
     import torch
 
     from encoders.docred import read_rel_info
     from encoders.knowledge import knowledge_for
     from encoders.relations import (
         RelationConfig,
+        RelationHistory,
         RelationModel,
         RelationTrainConfig,
         relation_labels,
@@ -138,9 +150,18 @@ def run_one(mode: str, seed: int, size: int, epochs: int, docs: list, kg_dir: Pa
 
     names = read_rel_info()
     train_docs, dev_docs = docs[TRAIN][:size], docs[DEV]
-    cfg = RelationConfig(knowledge=mode, labels=relation_labels(docs[TRAIN], names), names=names)  # type: ignore[arg-type]
-    model = RelationModel.create(cfg, knowledge_for(mode, kg_dir, transe_dir), seed=seed)
-    history = train(model, train_docs, dev_docs, RelationTrainConfig(epochs=epochs, seed=seed))
+    if reuse is not None:
+        model = RelationModel.load(reuse)
+        if model.cfg.knowledge != "none" or mode != "none":
+            raise SystemExit(
+                f"--reuse takes a text-only model (no KG to leak); {reuse} is {model.cfg.knowledge}"
+            )
+        m = json.loads((reuse / "metrics.json").read_text())
+        history = RelationHistory(m["train_loss"], m["dev_scores"], m["best_epoch"], m["train_seconds"])
+    else:
+        cfg = RelationConfig(knowledge=mode, labels=relation_labels(docs[TRAIN], names), names=names)  # type: ignore[arg-type]
+        model = RelationModel.create(cfg, knowledge_for(mode, kg_dir, transe_dir), seed=seed)
+        history = train(model, train_docs, dev_docs, RelationTrainConfig(epochs=epochs, seed=seed))
     predicted = model.predict(dev_docs)
     s = score(dev_docs, predicted, train_names(train_docs))
     return {
@@ -160,6 +181,7 @@ def run_one(mode: str, seed: int, size: int, epochs: int, docs: list, kg_dir: Pa
         "dev_curve": [d.get("f1") for d in history.dev],
         "train_seconds": history.seconds,
         "threads": torch.get_num_threads(),
+        "reused": str(reuse) if reuse is not None else None,
     }
 
 
@@ -285,6 +307,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--transe-minutes", type=float, default=20.0)
     p.add_argument("--report-only", action="store_true")
     p.add_argument(
+        "--reuse",
+        type=Path,
+        help="a text-only model trained with the same seed and documents: scored as that run",
+    )
+    p.add_argument(
         "--install", type=Path, help="ship this model folder as the default bundle's relation model, and stop"
     )
     p.add_argument(
@@ -306,7 +333,14 @@ def main(argv: list[str]) -> int:
                         continue
                     start = time.time()
                     print(f"training {mode}, seed {seed}, {size} documents ...", flush=True)
-                    result = run_one(mode, seed, size, args.epochs, docs, kg_dir, transe_dir)
+                    made = json.loads((args.reuse / "metrics.json").read_text()) if args.reuse else {}
+                    same = (
+                        made.get("seed") == seed
+                        and made.get("train_docs") == size
+                        and made.get("docs") == f"0:{size}"
+                    )
+                    reuse = args.reuse if mode == "none" and same else None
+                    result = run_one(mode, seed, size, args.epochs, docs, kg_dir, transe_dir, reuse)
                     path.write_text(json.dumps(result, indent=2))
                     print(f"  F1 {result['f1']:.4f} ({(time.time() - start) / 60:.1f} min)", flush=True)
     runs = [json.loads(f.read_text()) for f in sorted(RUNS.glob("*.json"))]

@@ -225,7 +225,9 @@ def text_facts(
     entities its NER finds (dates and numbers too) and the links already made."""
     read = bundle.entity_finder.read([d.id for d in documents], [d.text for d in documents], linked)
     model = bundle.relations
-    predicted = model.predict([r.doc for r in read])
+    # one document a pass: its facts never depend on which documents shared its batch (padding
+    # changes the low bits of a matrix product, and a relation at its threshold could flip)
+    predicted = model.predict([r.doc for r in read], batch_size=1)
     kg, pairs = bundle.kg, bundle.facts
     out = []
     for r, facts in zip(read, predicted, strict=True):
