@@ -25,10 +25,10 @@ def test_the_readme_python_examples_run() -> None:
     assert len(runnable) >= 4
     # each example, and then what its comments promise for the extraction example
     script = "\n\n".join(runnable) + (
-        "\nassert [(e.text, e.qid, e.name) for e in paris.entities] == "
-        "[('Paris', 'Q90', 'Paris'), ('France', 'Q142', 'France')]"
-        "\nassert [(f.head_name, f.relation_name, f.tail_name) for f in paris.facts "
-        "if f.relation_name == 'capital'] == [('France', 'capital', 'Paris')]\n"
+        "\nassert [(e.text, e.qid) for e in apple.entities] == "
+        "[('Apple Inc.', 'Q312'), ('Cupertino', 'Q189471'), ('California', 'Q99'), ('Steve Jobs', 'Q19837')]"
+        "\nassert any(f.head == 'Q312' and f.tail == 'Q189471' and f.relation in ('P159', 'P131', 'P276') "
+        "and f.evidence == (0,) for f in apple.facts), apple.facts\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     p = subprocess.run(
