@@ -505,6 +505,12 @@ def create_app(
                 }
                 for n in b.classifiers
             },
+            "relations": {
+                "knowledge": b.relations.cfg.knowledge,
+                "relations": {r: b.relations.cfg.names.get(r, "") for r in b.relations.cfg.labels[1:]},
+            }
+            if b.has_relations
+            else None,
             "store": store_info,
             "limits": limits.model_dump(),
         }

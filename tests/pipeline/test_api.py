@@ -79,6 +79,7 @@ def test_every_route_answers_with_its_documented_shape(server: str) -> None:
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
     info = httpx.get(f"{server}/info").json()
     assert info["bundle"]["parts"]["store"] and info["classifiers"]
+    assert info["relations"]["relations"]["P159"] == "headquarters location"
     linked = httpx.post(f"{server}/link", json={"text": TEXT}).json()["entities"]
     qids = [e["qid"] for e in linked]
     assert {"Q90", "Q142"} <= set(qids)

@@ -83,7 +83,8 @@ def test_a_built_bundle_lists_every_part_with_checksums_and_links_as_the_default
         "transe",
         "linker",
         "classifiers/topic",
-    }  # the default classifier comes along
+        "relations",
+    }  # the default classifier and relation model come along
     other = load(built)
     assert other.kg.fingerprint == bundle.kg.fingerprint
     assert [[(x.start, x.qid, x.score) for x in d] for d in other.link(TEXTS)] == [
