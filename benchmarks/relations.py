@@ -135,10 +135,10 @@ def run_one(
     import torch
 
     from encoders.docred import read_rel_info
+    from encoders.finetune import History
     from encoders.knowledge import knowledge_for
     from encoders.relations import (
         RelationConfig,
-        RelationHistory,
         RelationModel,
         RelationTrainConfig,
         relation_labels,
@@ -157,7 +157,7 @@ def run_one(
                 f"--reuse takes a text-only model (no KG to leak); {reuse} is {model.cfg.knowledge}"
             )
         m = json.loads((reuse / "metrics.json").read_text())
-        history = RelationHistory(m["train_loss"], m["dev_scores"], m["best_epoch"], m["train_seconds"])
+        history = History(m["train_loss"], m["dev_scores"], m["best_epoch"], m["train_seconds"])
     else:
         cfg = RelationConfig(knowledge=mode, labels=relation_labels(docs[TRAIN], names), names=names)  # type: ignore[arg-type]
         model = RelationModel.create(cfg, knowledge_for(mode, kg_dir, transe_dir), seed=seed)

@@ -71,7 +71,9 @@ def main(argv: list[str]) -> int:
     print(f"{'path':<34}{'docs/s':>10}")
     print(f"{'linking alone':<34}{result['link_docs_per_s']:>10.2f}")
     print(f"{'extract with relations':<34}{result['extract_with_relations_docs_per_s']:>10.2f}")
-    print(f"ratio {result['speed_ratio']:.3f} (target >= 0.5); {facts} text facts; peak RSS {result['peak_rss_mb']} MB (target <= 3072)")
+    print(
+        f"ratio {result['speed_ratio']:.3f} (target >= 0.5); {facts} text facts; peak RSS {result['peak_rss_mb']} MB (target <= 3072)"
+    )
     (OUT / "relations_speed.json").write_text(json.dumps(result, indent=2))
     return 0
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from encoders.data import Example
 from encoders.model import KnowledgeEncoder
-from encoders.training import length_batches, set_seed, warmup_decay
+from encoders.training import adamw, length_batches, set_seed, step, warmup_decay
 from kg.device import device_name, resolve_device
 from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share
 
@@ -110,19 +110,6 @@ def evaluate(model: KnowledgeEncoder, examples: list[Example], batch_size: int =
     return f1_scores(gold_sets(model, examples), predict(model, examples, batch_size))
 
 
-def _optimizer(model: KnowledgeEncoder, cfg: FinetuneConfig) -> torch.optim.Optimizer:
-    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        lr = cfg.lr if name.startswith("base.") else cfg.head_lr
-        decay = 0.0 if p.ndim == 1 else cfg.weight_decay
-        groups.setdefault((lr, decay), []).append(p)
-    return torch.optim.AdamW(
-        [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
-    )
-
-
 def finetune(
     model: KnowledgeEncoder, train: list[Example], dev: list[Example], cfg: FinetuneConfig
 ) -> History:
@@ -132,7 +119,7 @@ def finetune(
     rng = random.Random(cfg.seed)
     device = resolve_device(cfg.device) if cfg.device else next(model.parameters()).device
     model.to(device)
-    opt = _optimizer(model, cfg)
+    opt = adamw(model, cfg.lr, cfg.head_lr, cfg.weight_decay)
     sched = warmup_decay(opt, cfg.epochs * -(-len(train) // cfg.batch_size), cfg.warmup)
     history, best, best_state, start = History(), -1.0, None, time.time()
     for epoch in range(cfg.epochs):
@@ -145,12 +132,7 @@ def finetune(
             enc = model.encode(batch).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = model.loss(enc)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            losses.append(step(model, opt, sched, loss))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         history.loss.append(float(np.mean(losses)))
         scores = evaluate(model, dev, cfg.eval_batch_size)

@@ -69,6 +69,39 @@ class EncoderConfig:
             raise ValueError("labels is empty: a head needs at least one label to predict")
 
 
+def write_model_folder(
+    tmp: Path,
+    state: dict[str, torch.Tensor],
+    cfg: Any,
+    fmt: str,
+    knowledge: KnowledgeSource,
+    tokenizer: Any,
+    base: nn.Module,
+    metrics: dict[str, Any] | None,
+) -> None:
+    """What every kgpipe model folder holds, written into `tmp` (an `atomic_dir`): the weights
+    (`state`, marked `fmt`), config.json (the dataclass `cfg`), the knowledge index, the text model's
+    config and tokenizer, and `metrics` as metrics.json when given."""
+    if metrics is not None:
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": fmt})
+    (tmp / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    knowledge.save(tmp)
+    tokenizer.save_pretrained(tmp / "text_model")
+    base.config.save_pretrained(tmp / "text_model")  # type: ignore[union-attr,operator]
+
+
+def text_model_error(folder: Path, e: Exception, writer: str) -> KGFormatError:
+    """The error for a model folder whose text_model/ config or tokenizer cannot be read."""
+    reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+    return KGFormatError(
+        folder / "text_model",
+        None,
+        f"damaged text model config or tokenizer ({reason})",
+        f"Write the folder again with `{writer}`",
+    )
+
+
 def weights_digest(module: torch.nn.Module) -> str:
     """16 hex digits over a module's weights (names, shapes and bytes)."""
     import hashlib
@@ -222,18 +255,14 @@ class KnowledgeEncoder(nn.Module):
         """Write the folder whole (atomically): weights, config, knowledge index, HF config +
         tokenizer, and `metrics` as metrics.json when given."""
         with atomic_dir(folder) as tmp:
-            if metrics is not None:
-                (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
             state = {
                 k: v.detach().contiguous().cpu()
                 for k, v in self.state_dict().items()
                 if not (self.cfg.text_model_frozen and k.startswith("base."))
             }
-            save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
-            (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
-            self.knowledge.save(tmp)
-            self.tokenizer.save_pretrained(tmp / "text_model")
-            self.base.config.save_pretrained(tmp / "text_model")  # type: ignore[union-attr,operator]
+            write_model_folder(
+                tmp, state, self.cfg, FORMAT, self.knowledge, self.tokenizer, self.base, metrics
+            )
         return Path(folder)
 
     @classmethod
@@ -276,12 +305,7 @@ class KnowledgeEncoder(nn.Module):
         except KGFormatError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise KGFormatError(
-                folder / "text_model",
-                None,
-                f"damaged text model config or tokenizer ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})",
-                f"Write the folder again with `{writer}`",
-            ) from e
+            raise text_model_error(folder, e, writer) from e
         model = cls(cfg, base, tokenizer, KnowledgeSource.load(folder))
         weights = folder / "model.safetensors"
         tensors = read_tensors(weights, writer)

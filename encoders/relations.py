@@ -14,7 +14,6 @@ Saved as model.safetensors + config.json + knowledge.json + text_model/ (HF conf
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -27,16 +26,16 @@ import numpy as np
 import pydantic.dataclasses
 import torch
 from pydantic import Field, StrictBool, StrictInt, StrictStr
-from safetensors.torch import save_file
 from torch import nn
 
 from encoders.docred import TYPES, DocEntity, DocFact, RelDocument
 from encoders.ernie import EntityStream, ErnieFusion, encoder_layers
+from encoders.finetune import History
 from encoders.kbert import build_tree, visible_to_mask
 from encoders.knowledge import KnowledgeSource
+from encoders.model import text_model_error, write_model_folder
 from encoders.text import ModelNotFoundError, default_model_path
-from encoders.training import set_seed, warmup_decay
-from kg.errors import KGFormatError
+from encoders.training import adamw, set_seed, step, warmup_decay
 from kg.settings import STRICT, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share, validate
 from kg.storage import atomic_dir, load_weights, read_model_config, read_tensors
 
@@ -199,17 +198,13 @@ class RelationModel(nn.Module):
         """Write the folder whole (atomically); `half` stores floating weights as float16 (half the
         size; `load` reads them back as float32)."""
         with atomic_dir(folder) as tmp:
-            if metrics is not None:
-                (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
             state = {
                 k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
                 for k, v in self.state_dict().items()
             }
-            save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
-            (tmp / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
-            self.knowledge.save(tmp)
-            self.tokenizer.save_pretrained(tmp / "text_model")
-            self.base.config.save_pretrained(tmp / "text_model")  # type: ignore[union-attr,operator]
+            write_model_folder(
+                tmp, state, self.cfg, FORMAT, self.knowledge, self.tokenizer, self.base, metrics
+            )
         return Path(folder)
 
     @classmethod
@@ -233,12 +228,7 @@ class RelationModel(nn.Module):
             base = AutoModel.from_config(_no_attention_dropout(hf), attn_implementation="eager")
             tokenizer = AutoTokenizer.from_pretrained(folder / "text_model", local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise KGFormatError(
-                folder / "text_model",
-                None,
-                f"damaged text model config or tokenizer ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})",
-                f"Write the folder again with `{WRITER}`",
-            ) from e
+            raise text_model_error(folder, e, WRITER) from e
         model = cls(cfg, base, tokenizer, KnowledgeSource.load(folder))
         weights = folder / "model.safetensors"
         load_weights(model, read_tensors(weights, WRITER), weights, WRITER)
@@ -634,23 +624,13 @@ def score(
 
 
 # ---- training -----------------------------------------------------------------------------------
-@dataclass
-class RelationHistory:
-    """Per-epoch training loss and dev scores, and which epoch's weights were kept."""
-
-    loss: list[float] = field(default_factory=list)
-    dev: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    seconds: float = 0.0
-
-
 def train(
     model: RelationModel,
     docs: Sequence[RelDocument],
     dev: Sequence[RelDocument],
     cfg: RelationTrainConfig,
     on_epoch: Callable[[int, float, dict[str, float]], None] | None = None,
-) -> RelationHistory:
+) -> History:
     """Train `model` in place; it ends with the weights of its best dev epoch (by F1)."""
     from tqdm.auto import tqdm
 
@@ -659,15 +639,10 @@ def train(
     device = model.bilinear.weight.device
     inputs = [model.featurize(d) for d in docs]
     targets: list[torch.Tensor | None] = [None] * len(docs)
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            lr = cfg.lr if name.startswith("base.") else cfg.head_lr
-            groups.setdefault((lr, 0.0 if p.ndim == 1 else cfg.weight_decay), []).append(p)
-    opt = torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()])
+    opt = adamw(model, cfg.lr, cfg.head_lr, cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(docs) / cfg.batch_size)
     sched = warmup_decay(opt, steps, cfg.warmup)
-    history, best, best_state, start = RelationHistory(), -math.inf, None, time.time()
+    history, best, best_state, start = History(), -math.inf, None, time.time()
     for epoch in range(cfg.epochs):
         model.train()
         order = list(range(len(docs)))
@@ -690,13 +665,7 @@ def train(
                 terms.append(at_loss(logits.float(), targets[i].to(device)))  # type: ignore[union-attr]
             if not terms:
                 continue
-            loss = torch.stack(terms).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+            losses.append(step(model, opt, sched, torch.stack(terms).mean()))
             bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
         history.loss.append(float(np.mean(losses)) if losses else 0.0)
         got = score(dev, model.predict(dev)) if dev else None

@@ -13,7 +13,7 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 if TYPE_CHECKING:
     from encoders.data import Example
 
-__all__ = ["length_batches", "set_seed", "warmup_decay"]
+__all__ = ["adamw", "length_batches", "set_seed", "step", "warmup_decay"]
 
 
 def length_batches(examples: list[Example], size: int, rng: random.Random | None) -> list[list[Example]]:
@@ -34,3 +34,29 @@ def length_batches(examples: list[Example], size: int, rng: random.Random | None
 def warmup_decay(opt: torch.optim.Optimizer, steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over the first `warmup` share of `steps`, then linear decay to zero."""
     return get_linear_schedule_with_warmup(opt, max(1, int(warmup * steps)), max(1, steps))
+
+
+def adamw(model: torch.nn.Module, lr: float, head_lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with the pretrained text model (`base.*`) at `lr`, new weights at `head_lr`, and no
+    weight decay on biases and norms."""
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            rate = lr if name.startswith("base.") else head_lr
+            groups.setdefault((rate, 0.0 if p.ndim == 1 else weight_decay), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": r, "weight_decay": wd} for (r, wd), ps in groups.items()])
+
+
+def step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    loss: torch.Tensor,
+) -> float:
+    """One training step: gradients, clipped to norm 1, applied; the schedule advanced. The loss."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return float(loss.item())
