@@ -87,7 +87,7 @@ def test_a_lost_worker_reruns_no_finished_partition_and_is_named(
     assert len(summary.reruns) <= 1  # at most the partition the lost worker was extracting
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["workers_lost"] == [victim] and manifest["reruns"] == summary.reruns
-    _, docs, _, _ = _read_extraction(out)
+    _, docs, _, _, _ = _read_extraction(out)
     want = [str(json.loads(line)["id"]) for line in corpus_lines(24)]
     assert sorted(docs.column("doc_id").to_pylist()) == sorted(want)
 
@@ -133,7 +133,7 @@ def test_a_rerun_extracts_a_truncated_partition_file_and_done_marker_again(
     assert parquet_digest(out) == whole
     manifest = json.loads((out / "_manifest.json").read_text())
     assert len(manifest["damaged"]) == 2 and manifest["documents"] == 6
-    _, docs, _, _ = _read_extraction(out)
+    _, docs, _, _, _ = _read_extraction(out)
     assert sorted(docs.column("doc_id").to_pylist()) == WANT
 
 
@@ -144,14 +144,14 @@ def test_index_reads_only_the_files_the_manifest_lists_and_checks_each(
     out = tmp_path / "x"
     shutil.copytree(extraction / "x", out)
     listed = json.loads((out / "_manifest.json").read_text())["partitions"]
-    _, docs, ents, sources = _read_extraction(out)
+    _, docs, ents, _, sources = _read_extraction(out)
     assert sorted(docs.column("doc_id").to_pylist()) == WANT and ents.num_rows > 0
     assert set(sources) == {Path(p["files"]["docs"]["file"]).name for p in listed}
     assert set(sources.values()) == {"in.jsonl"}
     # a Parquet file no manifest lists (a copy of a listed one: its ids twice if it were read)
     stray = out / "docs" / "part-00000000000000000000.parquet"
     stray.write_bytes((out / listed[2]["files"]["docs"]["file"]).read_bytes())
-    _, docs, _, _ = _read_extraction(out)
+    _, docs, _, _, _ = _read_extraction(out)
     assert sorted(docs.column("doc_id").to_pylist()) == WANT
     damaged = out / listed[2]["files"]["entities"]["file"]
     truncate(damaged, 50)
@@ -183,7 +183,7 @@ def test_a_rerun_with_another_partition_size_removes_the_old_partitions_and_noth
     assert sorted(m.stem for m in (out / "_done").glob("*.json")) == sorted(
         p["id"] for p in manifest["partitions"]
     )
-    _, docs, _, _ = _read_extraction(out)
+    _, docs, _, _, _ = _read_extraction(out)
     assert sorted(docs.column("doc_id").to_pylist()) == WANT
 
 
