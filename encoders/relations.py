@@ -312,7 +312,7 @@ class RelationModel(nn.Module):
     def encode(self, inputs: list[_Input]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each document's last hidden states float[n, hidden] and last-layer attention
         float[heads, n, n], windows put back together (averaged where they overlap)."""
-        device = self.bilinear.weight.device
+        device = self.types.weight.device
         spans: list[tuple[int, list[int]]] = [(d, w) for d, x in enumerate(inputs) for w in self._windows(x)]
         length = max(len(w) for _, w in spans)
         b = len(spans)
@@ -494,10 +494,11 @@ class RelationModel(nn.Module):
     ) -> list[list[PairFact]]:
         """Each document's predicted facts between its entities (indices into `doc.entities`)."""
         self.eval()
-        out: list[list[PairFact]] = []
-        inputs = [self.featurize(d) for d in docs]
-        order = sorted(range(len(docs)), key=lambda i: len(inputs[i].ids))
-        got: dict[int, list[PairFact]] = {}
+        got: dict[int, list[PairFact]] = {i: [] for i, d in enumerate(docs) if len(d.entities) < 2}
+        if got and progress is not None:
+            progress(len(got))  # no pair to relate: no encoder pass
+        inputs = {i: self.featurize(d) for i, d in enumerate(docs) if i not in got}
+        order = sorted(inputs, key=lambda i: len(inputs[i].ids))
         for lo in range(0, len(order), batch_size):
             part = order[lo : lo + batch_size]
             xs = [inputs[i] for i in part]
@@ -505,8 +506,7 @@ class RelationModel(nn.Module):
                 got[i] = self.decide(pairs.cpu(), logits.cpu(), shared.cpu(), x)
             if progress is not None:
                 progress(len(part))
-        out = [got[i] for i in range(len(docs))]
-        return out
+        return [got[i] for i in range(len(docs))]
 
 
 def _no_attention_dropout(config: Any) -> Any:
@@ -636,7 +636,7 @@ def train(
 
     set_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    device = model.bilinear.weight.device
+    device = model.types.weight.device
     inputs = [model.featurize(d) for d in docs]
     targets: list[torch.Tensor | None] = [None] * len(docs)
     opt = adamw(model, cfg.lr, cfg.head_lr, cfg.weight_decay)
