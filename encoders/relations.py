@@ -677,7 +677,9 @@ def train(
         if f1 > best:
             best, history.best_epoch = f1, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch + 1 - history.best_epoch >= cfg.patience:
+        elif epoch + 1 - history.best_epoch >= cfg.patience and not (got and got.predicted == 0):
+            # (an epoch that predicts no relation at all does not end training: with few documents
+            # the threshold class wins the first epochs, before the relations are learnt)
             break
     if best_state is not None:
         model.load_state_dict(best_state)
