@@ -82,6 +82,7 @@ class RelationTrainConfig:
     weight_decay: NonNegativeFloat = 0.01
     warmup: Share = 0.06
     patience: NonNegativeInt = 4  # epochs without a better dev F1 before stopping
+    min_epochs: NonNegativeInt = 0  # no early stop before this many epochs, nor before half of `epochs`
     seed: NonNegativeInt = 0
     progress: StrictBool = True
 
@@ -677,9 +678,12 @@ def train(
         if f1 > best:
             best, history.best_epoch = f1, epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch + 1 - history.best_epoch >= cfg.patience and not (got and got.predicted == 0):
-            # (an epoch that predicts no relation at all does not end training: with few documents
-            # the threshold class wins the first epochs, before the relations are learnt)
+        elif (
+            epoch + 1 >= max(cfg.min_epochs, cfg.epochs // 2)
+            and epoch + 1 - history.best_epoch >= cfg.patience
+        ):
+            # never before half the epochs: with few documents the threshold class wins the first
+            # ones (text only on 100 documents: dev F1 at most 0.011 for 5 epochs, then 0.39)
             break
     if best_state is not None:
         model.load_state_dict(best_state)
