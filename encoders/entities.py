@@ -85,16 +85,15 @@ class EntityFinder:
         in its document, the QID the mentions' scores favour."""
         if self.linker is None:
             return list(docs)
-        texts, spans = [], []
-        for d in docs:
-            text, offsets = d.text()
-            texts.append(text)
-            spans.append([d.mention_chars(m, offsets) for e in d.entities for m in e.mentions])
-        linked = self.linker.link_many(texts, spans) if texts else []
+        read = [d.text() for d in docs]  # (text, token offsets) of each document, once
+        spans = [
+            [d.mention_chars(m, offsets) for e in d.entities for m in e.mentions]
+            for d, (_, offsets) in zip(docs, read, strict=True)
+        ]
+        linked = self.linker.link_many([text for text, _ in read], spans) if docs else []
         out = []
-        for d, found in zip(docs, linked, strict=True):
+        for d, found, (_, offsets) in zip(docs, linked, read, strict=True):
             by_span = {(x.start, x.end): x for x in found}
-            text, offsets = d.text()
             entities = []
             for e in d.entities:
                 if e.qid:
